@@ -1,0 +1,1 @@
+"""Importers that turn external traces into the telemetry schema."""

@@ -1,0 +1,1 @@
+"""Floor 6 of prewarm: the application (the `prewarm` command, benchmarks, the demo)."""

@@ -1,0 +1,104 @@
+"""The `prewarm` command: one entry point for every job of the project (DESIGN.md section 4).
+
+Each subcommand parses its arguments, calls one library function and prints a short summary.
+Errors in the input end with a clear message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="prewarm: predict where users will be and what they will need; pre-allocate warm capacity.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+EXIT_BAD_INPUT = 2
+
+
+def _fail(message: str) -> typer.Exit:
+    """Print ``message`` as an error and return the exit to raise (code 2: bad input)."""
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=EXIT_BAD_INPUT)
+
+
+@app.command()
+def simulate(
+    users: Annotated[int, typer.Option(min=1, help="Number of users.")] = 200,
+    days: Annotated[int, typer.Option(min=1, help="Number of days.")] = 7,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 42,
+    out: Annotated[Path, typer.Option(help="Output dataset folder (Parquet).")] = Path(
+        "var/telemetry"
+    ),
+    start: Annotated[
+        str | None, typer.Option(help="First day, YYYY-MM-DD (UTC); default from settings.")
+    ] = None,
+) -> None:
+    """Simulate a world of users and write its telemetry as a Parquet dataset."""
+    from prewarm.progress import progress_bar
+    from simulation.world import simulate as run_simulation
+
+    with progress_bar("simulating users") as progress:
+        summary = run_simulation(
+            users=users, days=days, seed=seed, out=out, start=start, progress=progress
+        )
+    console.print(
+        f"wrote {summary.rows:,} rows for {summary.users:,} users × {summary.days} days "
+        f"to {summary.out} in {summary.seconds:.1f} s"
+    )
+
+
+@app.command("import-gwa")
+def import_gwa(
+    src: Annotated[Path, typer.Argument(help="GWA-T-12 CSV folder/file or Parquet file/folder.")],
+    out: Annotated[Path, typer.Option(help="Output telemetry dataset folder.")] = Path(
+        "var/gwa"
+    ),
+) -> None:
+    """Import the GWA-T-12 (Bitbrains) trace into the telemetry schema."""
+    from features.importers.gwa import GwaFormatError
+    from features.importers.gwa import import_gwa as run_import
+    from prewarm.progress import progress_bar
+
+    if not src.exists():
+        raise _fail(f"{src}: no such file or folder")
+    try:
+        with progress_bar("importing VMs") as progress:
+            summary = run_import(src, out, progress=progress)
+    except GwaFormatError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(
+        f"imported {summary.rows_out:,} rows ({summary.vms} VMs, {summary.source_format}) "
+        f"to {out}"
+    )
+
+
+@app.command()
+def bench(
+    out: Annotated[Path, typer.Option(help="Where to write the JSON results.")],
+    only: Annotated[
+        str | None, typer.Option(help="Comma-separated benchmark names (default: all).")
+    ] = None,
+) -> None:
+    """Run the benchmarks and write their figures, each beside its same-run reference."""
+    from benchmarks import run_benchmarks
+
+    names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+    try:
+        results = run_benchmarks(names, console=console)
+    except KeyError as exc:
+        raise _fail(str(exc)) from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    console.print_json(json.dumps(results))
+
+
+if __name__ == "__main__":
+    app()
