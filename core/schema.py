@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -147,7 +148,7 @@ def _dtype_compatible(series: pd.Series, expected: str) -> bool:
     if expected == "string":
         if pd.api.types.is_string_dtype(dtype):
             return True
-        return dtype == object and series.dropna().map(type).eq(str).all()
+        return dtype is np.dtype(object) and series.dropna().map(type).eq(str).all()
     if expected.startswith("datetime64"):
         return isinstance(dtype, pd.DatetimeTZDtype) and str(dtype.tz) == "UTC"
     if expected == "bool":

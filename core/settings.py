@@ -85,6 +85,9 @@ class SimulationSettings(BaseModel):
     gps_error_m: tuple[float, float] = Field(
         (10.0, 50.0), description="Range of a GPS fix's error radius in metres."
     )
+    max_cpu_cores: float = Field(
+        64.0, gt=0, description="Most CPU cores one user can get from a region."
+    )
     max_ram_gb: float = Field(
         256.0, gt=0, description="Most memory one user can get from a region."
     )
@@ -184,6 +187,76 @@ class ValidationSettings(BaseModel):
     )
 
 
+class LstmSettings(BaseModel):
+    """The LSTM forecaster: window shape, network size and training (see ``training.lstm``)."""
+
+    encoder_length: int = Field(168, ge=24, description="Hours of history the encoder reads (L).")
+    horizon: int = Field(24, ge=1, description="Hours forecast directly at once (H).")
+    hidden_size: int = Field(64, ge=1, description="Hidden units of each LSTM layer.")
+    num_layers: int = Field(2, ge=1, description="Stacked LSTM layers.")
+    patch_hours: int = Field(
+        8, ge=1, description="Hours the LSTM reads per step; must divide encoder_length."
+    )
+    head_hidden_size: int = Field(128, ge=1, description="Hidden units of the per-step heads.")
+    embedding_dim: int = Field(8, ge=1, description="Size of the calendar/role/region embeddings.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout between layers while training.")
+    learning_rate: float = Field(3e-3, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    batch_size: int = Field(256, ge=1, description="Windows per training batch.")
+    samples_per_epoch: int = Field(
+        20_000, ge=1, description="Training windows drawn (with replacement) per epoch."
+    )
+    max_epochs: int = Field(20, ge=1, description="Upper bound on training epochs.")
+    patience: int = Field(4, ge=1, description="Epochs without validation gain before stopping.")
+    validation_hours: int = Field(
+        72, ge=1, description="Hours at the end of the history whose targets validate (early stop)."
+    )
+    gradient_clip: float = Field(1.0, gt=0, description="Gradient norm clipping while training.")
+    region_loss_weight: float = Field(
+        1.0, ge=0, description="Weight of the region cross-entropy next to the pinball loss."
+    )
+    quantiles: tuple[float, ...] = Field(
+        (0.5, 0.9), description="Quantiles forecast per resource; must include 0.5 and 0.9."
+    )
+    seed: int = Field(42, description="Seed of weights, window sampling and dropout.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    threads: int = Field(1, ge=1, description="Torch CPU threads used to fit and predict.")
+
+
+class BacktestSettings(BaseModel):
+    """The hourly panel, the baseline forecasters and the backtest (see ``training.backtest``)."""
+
+    users_per_batch: int = Field(
+        250, ge=1, description="Users aggregated at once when building an hourly panel from disk."
+    )
+    ets_window_hours: int = Field(
+        672, ge=48, description="Latest hours of history each AutoETS fit sees; bounds run time."
+    )
+    ets_workers: int = Field(2, ge=1, description="Processes fitting AutoETS series in parallel.")
+    ets_explosion_factor: float = Field(
+        10.0,
+        gt=1,
+        description="An ETS forecast above this multiple of its series' history maximum is "
+        "reported as exploded (and kept as it is).",
+    )
+    lightgbm_train_hours: int = Field(
+        1344, ge=24, description="Hours before the origin whose forecast origins train LightGBM."
+    )
+    lightgbm_origin_stride: int = Field(
+        2, ge=1, description="Every n-th hour of that window is a training forecast origin."
+    )
+    lightgbm_max_rows: int = Field(
+        1_000_000, ge=1_000, description="Training rows kept (a seeded random sample) at most."
+    )
+    lightgbm_rounds: int = Field(300, ge=1, description="Boosting rounds of each LightGBM model.")
+    lightgbm_learning_rate: float = Field(0.05, gt=0, description="LightGBM learning rate.")
+    lightgbm_num_leaves: int = Field(63, ge=2, description="Leaves per LightGBM tree.")
+    lightgbm_min_child_samples: int = Field(
+        200, ge=1, description="Fewest training rows in a LightGBM leaf."
+    )
+    lightgbm_threads: int = Field(1, ge=1, description="Threads LightGBM trains and predicts with.")
+
+
 class Settings(BaseSettings):
     """Everything configurable in prewarm, in one place."""
 
@@ -212,6 +285,8 @@ class Settings(BaseSettings):
     features: FeatureSettings = FeatureSettings()
     feast: FeastSettings = FeastSettings()
     validation: ValidationSettings = ValidationSettings()
+    lstm: LstmSettings = LstmSettings()
+    backtest: BacktestSettings = BacktestSettings()
 
     @property
     def cache_dir(self) -> Path:

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 app = typer.Typer(
-    help="prewarm: predict where users will be and what they will need; pre-allocate warm capacity.",
+    help="prewarm: predict where users will be and what they will need; pre-allocate capacity.",
     no_args_is_help=True,
     add_completion=False,
 )

@@ -31,7 +31,7 @@ def test_environment_overrides_top_level_and_nested_fields(monkeypatch) -> None:
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
-        ("PREWARM_LATENCY__ROUTE_INFLATION", "0.5"),  # routes cannot be shorter than the great circle
+        ("PREWARM_LATENCY__ROUTE_INFLATION", "0.5"),  # shorter than the great circle
         ("PREWARM_LATENCY_SLO_MS", "-1"),
         ("PREWARM_SIMULATION__GPS_SHARE", "1.5"),
     ],
