@@ -25,7 +25,7 @@ EXIT_BAD_INPUT = 2
 
 def _fail(message: str) -> typer.Exit:
     """Print ``message`` as an error and return the exit to raise (code 2: bad input)."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     return typer.Exit(code=EXIT_BAD_INPUT)
 
 
@@ -78,6 +78,31 @@ def import_gwa(
         f"imported {summary.rows_out:,} rows ({summary.vms} VMs, {summary.source_format}) "
         f"to {out}"
     )
+
+
+@app.command()
+def validate(
+    input: Annotated[Path, typer.Argument(help="Telemetry Parquet file or dataset folder.")],
+    out: Annotated[Path, typer.Option(help="Folder for valid/, quarantine/, report.json.")],
+    max_bad_fraction: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Reject the whole batch above this bad share."),
+    ] = None,
+) -> None:
+    """Validate a telemetry batch: valid rows on, bad rows to quarantine with their reasons."""
+    from features.validation import BatchRejected, validate_batch
+
+    try:
+        report = validate_batch(input, out, max_bad_fraction=max_bad_fraction)
+    except BatchRejected as exc:
+        raise _fail(f"batch rejected: {exc} (report: {out / 'report.json'})") from exc
+    console.print(
+        f"{report.rows_in:,} rows in: {report.rows_valid:,} valid, "
+        f"{report.rows_quarantined:,} quarantined ({report.rows_per_s:,.0f} rows/s); "
+        f"report {out / 'report.json'}"
+    )
+    for check, count in sorted(report.failed_expectations.items()):
+        console.print(f"  {count:>8,}  {check}", soft_wrap=True)
 
 
 @app.command()

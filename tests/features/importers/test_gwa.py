@@ -449,9 +449,7 @@ def test_real_parquet_import_is_valid_telemetry(full_parquet_import):
     table = pq.read_table(out)
     assert table.schema.names == list(COLUMN_NAMES)
 
-    numbers = table.select(
-        ["session_active", "data_access_count", *RESOURCE_COLUMNS]
-    ).to_pandas()
+    numbers = table.select(["session_active", "data_access_count", *RESOURCE_COLUMNS]).to_pandas()
     assert (numbers >= 0).all().all()
     idle = ~numbers["session_active"]
     assert (numbers.loc[idle, ["data_access_count", *RESOURCE_COLUMNS]] == 0).all().all()
