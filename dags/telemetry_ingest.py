@@ -84,17 +84,22 @@ def telemetry_ingest() -> None:
 
     @task(outlets=[FEATURES])
     def materialize(window: dict, params: dict | None = None, **context) -> dict:
-        from features.ingest import materialize_window
+        from features.ingest import materialize_features
 
         if not params["materialize_online"]:
             return {"skipped": True, **window}
-        return materialize_window(window, now=context["dag_run"].run_after)
+        return materialize_features(window, now=context["dag_run"].run_after)
 
     @task
     def check_rejections(results: list[dict]) -> None:
-        from features.ingest import raise_for_rejections
+        from airflow.sdk.exceptions import AirflowFailException
 
-        raise_for_rejections(list(results))
+        from features.ingest import BatchesRejectedError, raise_for_rejections
+
+        try:
+            raise_for_rejections(list(results))
+        except BatchesRejectedError as exc:  # deterministic: retrying cannot help
+            raise AirflowFailException(str(exc)) from exc
 
     batches = wait_for_batches()
     results = ingest_batch.expand(path=batches)

@@ -6,8 +6,10 @@ batch processed twice (a retried or killed task) leaves exactly one copy of ever
 
 - ``ingest/telemetry/batch=<id>/``  the accepted rows (the raw offline store);
 - ``ingest/quarantine/batch=<id>/`` the rejected rows, each with its ``reasons``;
-- ``ingest/rejected/batch=<id>/``   the report of a batch rejected as a whole (none of its rows
-  enter the store; the landing file itself is left untouched);
+- ``ingest/reports/batch=<id>.json`` the gate's report of an accepted batch;
+- ``ingest/rejected/batch=<id>/``   the gate's output for a batch rejected as a whole (its
+  report and every row with its reasons; none of its rows enter the store; the landing file
+  itself is left untouched);
 - ``ingest/batches/<id>.json``      the record of the decision, written last: a batch without
   a record is not ingested yet, whatever partial outputs a killed run left behind.
 """
@@ -140,7 +142,9 @@ def ingest_batch(
 
     _replace_dir(work / "valid", _accepted_dir(settings) / f"batch={batch_id}")
     _replace_dir(work / "quarantine", settings.ingest_dir / "quarantine" / f"batch={batch_id}")
-    shutil.copy2(work / "report.json", settings.ingest_dir / "quarantine" / f"batch={batch_id}")
+    reports = settings.ingest_dir / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(work / "report.json", reports / f"batch={batch_id}.json")
     first, last = _event_span(_accepted_dir(settings) / f"batch={batch_id}")
     shutil.rmtree(work, ignore_errors=True)
     result = BatchResult(
@@ -209,7 +213,7 @@ def accepted_telemetry(
     folders = _batches_in_ingest_order(settings)
     if not folders:
         return empty_frame()
-    dataset = ds.dataset([root / f"batch={b}" for b in folders], format="parquet")
+    files = [part for b in folders for part in sorted((root / f"batch={b}").glob("*.parquet"))]
     condition = None
     ts = ds.field("event_timestamp")
     for part in (
@@ -219,7 +223,8 @@ def accepted_telemetry(
     ):
         if part is not None:
             condition = part if condition is None else condition & part
-    table = dataset.to_table(filter=condition)
+    # to_table keeps the files' order, so keep="first" keeps the earliest batch's copy.
+    table = ds.dataset(files, format="parquet").to_table(filter=condition)
     frame = conform(table.to_pandas()).drop_duplicates(subset=list(ENTITY_KEY), keep="first")
     return frame.sort_values(list(ENTITY_KEY), kind="stable").reset_index(drop=True)
 
@@ -257,3 +262,56 @@ def raise_for_rejections(results: list[dict]) -> None:
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
+
+
+def refresh_features(results: list[dict], settings: Settings | None = None) -> dict:
+    """Re-aggregate the hours the accepted batches touched into the Feast offline tables.
+
+    Hours are recomputed from *all* accepted rows in them (a batch may complete an hour that
+    an earlier batch began); profiles are recomputed from the affected users' whole history.
+    Writes are upserts, so a re-run gives the same tables. Returns the window (ISO strings).
+    """
+    from core.regions import load_regions
+    from features.aggregate import hourly_user_features, region_status, user_profiles
+    from features.store import write_offline
+
+    settings = settings or get_settings()
+    window = affected_window(results)
+    if window is None:
+        return {"start": None, "end": None, "users": 0, "hourly_rows": 0}
+    start, end = window
+    telemetry = accepted_telemetry(start, end, settings=settings)
+    users = sorted(telemetry["user_id"].unique())
+    catalogue = load_regions(settings.regions_file)
+    hourly = hourly_user_features(telemetry, catalogue)
+    profiles = user_profiles(accepted_telemetry(users=users, settings=settings), catalogue)
+    hour_ends = pd.date_range(start + timedelta(hours=1), end, freq="h")
+    status = region_status(catalogue, hour_ends, seed=settings.seed)
+    write_offline(
+        {"user_hourly": hourly, "user_profile": profiles, "region_status": status}, settings
+    )
+    return {
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "users": len(users),
+        "hourly_rows": len(hourly),
+    }
+
+
+def materialize_features(
+    window: dict, now: datetime | None = None, settings: Settings | None = None
+) -> dict:
+    """Load the refreshed window into the online store, never past ``now``.
+
+    ``now`` is the run's logical "now" (Airflow's ``run_after``), so a backfill materialises
+    what was known then, and an end in the future never stalls later runs.
+    """
+    from features.store import apply_definitions, feature_store, materialize_window
+
+    if window.get("start") is None:
+        return {**window, "materialized": False}
+    store = feature_store(settings)
+    apply_definitions(store)
+    end = min(pd.Timestamp(window["end"]), pd.Timestamp(now or utc_now()))
+    materialize_window(store, pd.Timestamp(window["start"]).to_pydatetime(), end.to_pydatetime())
+    return {**window, "end": end.isoformat(), "materialized": True}
