@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGED_REGIONS_FILE = Path(__file__).with_name("data") / "regions.csv"
+CHECKOUT_DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"
 
 
 class LatencySettings(BaseModel):
@@ -230,7 +231,7 @@ class BacktestSettings(BaseModel):
         250, ge=1, description="Users aggregated at once when building an hourly panel from disk."
     )
     ets_window_hours: int = Field(
-        672, ge=48, description="Latest hours of history each AutoETS fit sees; bounds run time."
+        336, ge=48, description="Latest hours of history each AutoETS fit sees; bounds run time."
     )
     ets_workers: int = Field(2, ge=1, description="Processes fitting AutoETS series in parallel.")
     ets_explosion_factor: float = Field(
@@ -246,15 +247,29 @@ class BacktestSettings(BaseModel):
         2, ge=1, description="Every n-th hour of that window is a training forecast origin."
     )
     lightgbm_max_rows: int = Field(
-        1_000_000, ge=1_000, description="Training rows kept (a seeded random sample) at most."
+        250_000, ge=1_000, description="Training rows kept (a seeded random sample) at most."
     )
-    lightgbm_rounds: int = Field(300, ge=1, description="Boosting rounds of each LightGBM model.")
-    lightgbm_learning_rate: float = Field(0.05, gt=0, description="LightGBM learning rate.")
+    lightgbm_rounds: int = Field(150, ge=1, description="Boosting rounds of each LightGBM model.")
+    lightgbm_learning_rate: float = Field(0.1, gt=0, description="LightGBM learning rate.")
     lightgbm_num_leaves: int = Field(63, ge=2, description="Leaves per LightGBM tree.")
     lightgbm_min_child_samples: int = Field(
         200, ge=1, description="Fewest training rows in a LightGBM leaf."
     )
     lightgbm_threads: int = Field(1, ge=1, description="Threads LightGBM trains and predicts with.")
+    lightgbm_zero_below: float = Field(
+        0.01,
+        ge=0,
+        description="A LightGBM p50 below this fraction of its series' training mean is set to "
+        "exactly 0: idle and powered-off hours are exact zeros, which the trees only approach.",
+    )
+
+
+class DemoSettings(BaseModel):
+    """Size of the world that `prewarm demo` simulates and runs through the DAGs."""
+
+    users: int = Field(200, ge=1, description="Simulated users.")
+    days: int = Field(14, ge=2, description="Simulated days of history.")
+    seed: int = Field(42, description="Seed of the demo world.")
 
 
 class Settings(BaseSettings):
@@ -278,6 +293,10 @@ class Settings(BaseSettings):
         "2000-01-01",
         description="Telemetry stamped before this date (UTC) is considered absurdly old.",
     )
+    dags_folder: Path = Field(
+        CHECKOUT_DAGS_FOLDER, description="The Airflow DAGs of prewarm (the checkout's dags/)."
+    )
+    demo: DemoSettings = DemoSettings()
     latency: LatencySettings = LatencySettings()
     region_load: RegionLoadSettings = RegionLoadSettings()
     simulation: SimulationSettings = SimulationSettings()
@@ -297,6 +316,11 @@ class Settings(BaseSettings):
     def landing_dir(self) -> Path:
         """Where new telemetry batches arrive (Parquet files or dataset folders)."""
         return self.home / "landing"
+
+    @property
+    def airflow_home(self) -> Path:
+        """AIRFLOW_HOME of the embedded default (SQLite metadata database, logs)."""
+        return self.home / "airflow"
 
     @property
     def ingest_dir(self) -> Path:

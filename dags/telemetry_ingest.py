@@ -9,9 +9,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, PokeReturnValue, dag, task
+from airflow.sdk import Asset, Param, PokeReturnValue, dag, task
 
-from _assets import FEATURES
+# Consumed by predict_and_provision (same URI, same Asset).
+FEATURES = Asset("prewarm://features/hourly", group="prewarm")
 
 DOC = """
 ### telemetry_ingest

@@ -106,6 +106,46 @@ def validate(
 
 
 @app.command()
+def demo() -> None:
+    """Run the main job on the embedded default (SQLite, local files) through the DAGs."""
+    from collections import Counter
+
+    from rich.table import Table
+
+    from core.settings import get_settings
+    from prewarm.demo import run_demo
+    from prewarm.progress import progress_bar
+
+    settings = get_settings()
+    with progress_bar("simulating users") as progress:
+        summary = run_demo(settings, progress=progress, step=lambda t: console.print(f"• {t}"))
+    runs = Table(title="DAG runs (Airflow on SQLite)")
+    for column in ("DAG", "state", "tasks"):
+        runs.add_column(column)
+    for run in summary.runs:
+        states = Counter(run.task_states.values())
+        runs.add_row(run.dag_id, run.state, ", ".join(f"{n} {s}" for s, n in states.items()))
+    console.print(runs)
+    for run in summary.runs:
+        console.print(f"log of {run.dag_id}: {run.log}", soft_wrap=True)
+    totals = summary.ingest
+    console.print(
+        f"ingest: {totals['batches']} batch(es), {totals['rows_in']:,} rows in, "
+        f"{totals['rows_valid']:,} valid, {totals['rows_quarantined']:,} quarantined, "
+        f"{totals['rejected']} rejected"
+    )
+    sample = Table(title="online features (SQLite online store)")
+    for column in summary.online_sample[0] if summary.online_sample else ():
+        sample.add_column(column)
+    for row in summary.online_sample:
+        sample.add_row(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row.values()))
+    console.print(sample)
+    console.print(f"state under {settings.home.resolve()} (rm -rf it to reset)")
+    if not all(run.ok for run in summary.runs):
+        raise typer.Exit(code=1)
+
+
+@app.command()
 def bench(
     out: Annotated[Path, typer.Option(help="Where to write the JSON results.")],
     only: Annotated[

@@ -34,8 +34,6 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     subprocess.run(
         [str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy()
     )
-    if str(DAGS_FOLDER) not in sys.path:
-        sys.path.insert(0, str(DAGS_FOLDER))
     yield home
 
 
