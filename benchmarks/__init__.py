@@ -15,6 +15,7 @@ from rich.console import Console
 # name -> "module:function"; modules are imported only when their benchmark runs.
 BENCHMARKS: dict[str, str] = {
     "simulate": "benchmarks.simulate:run",
+    "features": "benchmarks.features:run",
 }
 
 
