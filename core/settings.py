@@ -207,7 +207,9 @@ class LstmSettings(BaseModel):
     samples_per_epoch: int = Field(
         20_000, ge=1, description="Training windows drawn (with replacement) per epoch."
     )
-    max_epochs: int = Field(20, ge=1, description="Upper bound on training epochs.")
+    max_epochs: int = Field(
+        6, ge=1, description="Training epochs; the learning rate anneals to zero over them."
+    )
     patience: int = Field(4, ge=1, description="Epochs without validation gain before stopping.")
     validation_hours: int = Field(
         72, ge=1, description="Hours at the end of the history whose targets validate (early stop)."
@@ -231,7 +233,7 @@ class BacktestSettings(BaseModel):
         250, ge=1, description="Users aggregated at once when building an hourly panel from disk."
     )
     ets_window_hours: int = Field(
-        336, ge=48, description="Latest hours of history each AutoETS fit sees; bounds run time."
+        168, ge=48, description="Latest hours of history each AutoETS fit sees; bounds run time."
     )
     ets_workers: int = Field(2, ge=1, description="Processes fitting AutoETS series in parallel.")
     ets_explosion_factor: float = Field(
@@ -261,6 +263,23 @@ class BacktestSettings(BaseModel):
         ge=0,
         description="A LightGBM p50 below this fraction of its series' training mean is set to "
         "exactly 0: idle and powered-off hours are exact zeros, which the trees only approach.",
+    )
+
+
+class MlflowSettings(BaseModel):
+    """MLflow tracking and the model registry (see ``training.registry``)."""
+
+    tracking_uri: str | None = Field(
+        None,
+        description="Tracking/registry URI; None means sqlite:///$PREWARM_HOME/mlflow/mlflow.db.",
+    )
+    experiment: str = Field("prewarm-training", description="Experiment of the training runs.")
+    model_name: str = Field("prewarm-profile", description="Registered model name.")
+    promotion_margin: float = Field(
+        0.02,
+        ge=0,
+        lt=1,
+        description="A challenger must beat the champion's holdout MASE by this relative margin.",
     )
 
 
@@ -297,6 +316,7 @@ class Settings(BaseSettings):
         CHECKOUT_DAGS_FOLDER, description="The Airflow DAGs of prewarm (the checkout's dags/)."
     )
     demo: DemoSettings = DemoSettings()
+    mlflow: MlflowSettings = MlflowSettings()
     latency: LatencySettings = LatencySettings()
     region_load: RegionLoadSettings = RegionLoadSettings()
     simulation: SimulationSettings = SimulationSettings()
@@ -321,6 +341,13 @@ class Settings(BaseSettings):
     def airflow_home(self) -> Path:
         """AIRFLOW_HOME of the embedded default (SQLite metadata database, logs)."""
         return self.home / "airflow"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """Where MLflow tracks runs and registers models (SQLite under the home by default)."""
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return f"sqlite:///{(self.home / 'mlflow' / 'mlflow.db').resolve()}"
 
     @property
     def ingest_dir(self) -> Path:

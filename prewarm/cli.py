@@ -106,6 +106,60 @@ def validate(
 
 
 @app.command()
+def backtest(
+    telemetry: Annotated[Path, typer.Option(help="Telemetry dataset folder (or Parquet file).")],
+    out: Annotated[Path, typer.Option(help="Where to write the JSON results.")],
+    horizon: Annotated[int, typer.Option(min=1, help="Forecast horizon H, hours.")] = 24,
+    folds: Annotated[int, typer.Option(min=1, help="Rolling-origin folds K.")] = 3,
+    models: Annotated[
+        str, typer.Option(help="Comma-separated models.")
+    ] = "seasonal_naive,ets,lightgbm,lstm",
+) -> None:
+    """Rolling-origin backtest on hourly series: fold k's origin is T − (K − k + 1)·H."""
+    from prewarm.progress import progress_bar
+    from training.backtest import make_forecasters, run_backtest
+    from training.panel import panel_from_telemetry
+
+    if not telemetry.exists():
+        raise _fail(f"{telemetry}: no such file or folder")
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    try:
+        forecasters = make_forecasters(names)
+    except (ValueError, RuntimeError) as exc:
+        raise _fail(str(exc)) from exc
+    panel = panel_from_telemetry(telemetry)
+    if panel.n_hours <= folds * horizon:
+        raise _fail(f"{panel.n_hours} hours of data cannot hold {folds} folds of {horizon} h")
+    with progress_bar("backtest (model × fold)") as progress:
+        results = run_backtest(panel, horizon, folds, forecasters, progress=progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    table = _backtest_table(results)
+    console.print(table)
+
+
+def _backtest_table(results: dict):
+    """The headline figures of a backtest, one row per model."""
+    from rich.table import Table
+
+    def figure(value) -> str:
+        return "—" if value is None else f"{value:.3f}"
+
+    table = Table(title=f"backtest: {results['n_series']} series, H={results['horizon']}, "
+                  f"K={results['folds']}")
+    for column in ("model", "MASE mean", "sMAPE mean", "pinball p90", "coverage p90",
+                   "region top-1", "fit s"):
+        table.add_column(column)
+    for name, m in results["models"].items():
+        table.add_row(
+            name, figure(m["mase"]["mean"]), figure(m["smape"]["mean"]),
+            figure(m["pinball_p90"]["mean"]), figure(m["coverage_p90"]["mean"]),
+            figure(m["region_top1"]), figure(m["fit_seconds"]),
+        )  # fmt: skip
+    return table
+
+
+@app.command()
 def demo() -> None:
     """Run the main job on the embedded default (SQLite, local files) through the DAGs."""
     from collections import Counter

@@ -102,3 +102,32 @@ def test_validate_rejects_a_structurally_broken_batch_with_exit_2(tmp_path: Path
     assert result.exit_code == 2
     assert "latency_ms" in result.output
     assert not list((tmp_path / "v" / "valid").glob("*.parquet"))
+
+
+def test_backtest_writes_the_contract_json(tmp_path: Path) -> None:
+    args = ["simulate", "--users", "6", "--days", "5", "--seed", "2", "--out", str(tmp_path / "t")]
+    assert runner.invoke(app, args).exit_code == 0
+    out = tmp_path / "bt.json"
+    result = runner.invoke(
+        app,
+        ["backtest", "--telemetry", str(tmp_path / "t"), "--horizon", "24", "--folds", "2",
+         "--models", "seasonal_naive", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert (report["horizon"], report["folds"], report["n_series"]) == (24, 2, 6)
+    naive = report["models"]["seasonal_naive"]
+    for metric in ("mase", "smape", "pinball_p90", "coverage_p90"):
+        assert set(naive[metric]) >= {"cpu_cores", "ram_gb", "storage_iops", "network_mbps"}
+        assert naive[metric]["mean"] is not None
+    assert 0.0 <= naive["region_top1"] <= 1.0
+
+
+def test_backtest_refuses_unknown_models_and_too_short_data(tmp_path: Path) -> None:
+    args = ["simulate", "--users", "2", "--days", "2", "--seed", "2", "--out", str(tmp_path / "t")]
+    assert runner.invoke(app, args).exit_code == 0
+    base = ["backtest", "--telemetry", str(tmp_path / "t"), "--out", str(tmp_path / "b.json")]
+    unknown = runner.invoke(app, [*base, "--models", "prophet"])
+    assert unknown.exit_code == 2 and "prophet" in unknown.output
+    short = runner.invoke(app, [*base, "--models", "seasonal_naive", "--folds", "3"])
+    assert short.exit_code == 2 and "cannot hold" in short.output

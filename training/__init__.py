@@ -1,0 +1,1 @@
+"""Training: hourly panels, forecasters (baselines and the LSTM), metrics and the backtest."""
