@@ -78,6 +78,29 @@ def client(settings: Settings | None = None) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def use_experiment(settings: Settings | None = None) -> str:
+    """Point the ``mlflow`` module at our tracking URI and experiment; returns its id.
+
+    The experiment's artifacts live under ``$PREWARM_HOME/mlflow/artifacts`` (MLflow would
+    otherwise write them to ``./mlruns`` in the working directory).
+    """
+    import mlflow
+
+    settings = settings or get_settings()
+    mlflow_client = client(settings)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    name = settings.mlflow.experiment
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is None:
+        artifacts = (settings.home / "mlflow" / "artifacts").resolve()
+        experiment_id = mlflow_client.create_experiment(name, artifact_location=artifacts.as_uri())
+    else:
+        experiment_id = found.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
 def register_challenger(
     mlflow: MlflowClient,
     model_uri: str,

@@ -18,9 +18,7 @@ class _Persistence(mlflow.pyfunc.PythonModel):
 
 
 def _logged_model(client) -> tuple[str, str]:
-    settings = get_settings()
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_experiment(settings.mlflow.experiment)
+    registry.use_experiment()
     with mlflow.start_run() as run:
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -65,6 +63,7 @@ def test_champion_moves_only_for_a_better_model_and_every_decision_is_recorded()
     assert registry.champion(client).version == first.version
     assert client.get_model_version_by_alias(name, "challenger").version == worse.version
     recorded = client.get_model_version(name, worse.version)
+    assert (get_settings().home / "mlflow" / "artifacts").is_dir()
     assert recorded.tags["gate_decision"] == "kept as challenger"
     assert f"champion v{first.version}" in recorded.tags["gate_reason"]
     assert "kept as challenger" in recorded.description
