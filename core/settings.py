@@ -214,12 +214,21 @@ class LstmSettings(BaseModel):
     validation_hours: int = Field(
         72, ge=1, description="Hours at the end of the history whose targets validate (early stop)."
     )
+    validation_windows: int = Field(
+        20_000, ge=1, description="Validation (and calibration) windows used at most per fit."
+    )
     gradient_clip: float = Field(1.0, gt=0, description="Gradient norm clipping while training.")
     region_loss_weight: float = Field(
         1.0, ge=0, description="Weight of the region cross-entropy next to the pinball loss."
     )
     quantiles: tuple[float, ...] = Field(
         (0.5, 0.9), description="Quantiles forecast per resource; must include 0.5 and 0.9."
+    )
+    zero_snap: float = Field(
+        0.05,
+        ge=0,
+        description="A forecast below this fraction of its series' scale (the seasonal naive's "
+        "in-sample MAE) is set to exactly 0: idle and powered-off hours are exact zeros.",
     )
     seed: int = Field(42, description="Seed of weights, window sampling and dropout.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
@@ -280,6 +289,12 @@ class MlflowSettings(BaseModel):
         ge=0,
         lt=1,
         description="A challenger must beat the champion's holdout MASE by this relative margin.",
+    )
+    window_days: int = Field(
+        28, ge=2, description="Days of history (the latest) a training run builds its panel from."
+    )
+    plot_users: int = Field(
+        3, ge=1, description="Users drawn in a training run's forecast-vs-actual figure."
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.dags.conftest import DAGS_FOLDER
 
-EXPECTED_DAGS = {"telemetry_ingest"}
+EXPECTED_DAGS = {"telemetry_ingest", "nightly_retrain"}
 HEAVY_MODULES = {"pandas", "numpy", "torch", "feast", "mlflow", "great_expectations", "sklearn"}
 PROJECT_PACKAGES = {"core", "features", "training", "serving", "simulation", "prewarm"}
 

@@ -1,0 +1,141 @@
+"""The LSTM forecasting network: shapes, non-crossing quantiles, candidates, losses, calibration."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from training.model import ForecastModule, pinball_loss, region_loss
+
+L, H, R = 48, 12, 4
+N_REGIONS = 5
+
+
+def _module(**overrides) -> ForecastModule:
+    torch.manual_seed(0)
+    options = dict(
+        encoder_length=L,
+        horizon=H,
+        n_regions=N_REGIONS,
+        hidden_size=8,
+        head_hidden_size=16,
+        embedding_dim=4,
+        patch_hours=8,
+    )
+    return ForecastModule(**{**options, **overrides}).eval()
+
+
+def _batch(size: int = 3, region: bool = False, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    hours = torch.arange(L + H)
+    calendar = torch.stack([hours % 24, (hours // 24) % 7], dim=-1)
+    batch = {
+        "past": torch.randn(size, L, R, generator=generator),
+        "past_calendar": calendar[:L].expand(size, -1, -1),
+        "future_calendar": calendar[L:].expand(size, -1, -1),
+        "static": torch.zeros(size, 2, dtype=torch.long),
+        "target": torch.randn(size, H, R, generator=generator),
+    }
+    if region:
+        batch["past_region"] = torch.randint(-1, N_REGIONS, (size, L), generator=generator)
+        batch["target_region"] = torch.randint(-1, N_REGIONS, (size, H), generator=generator)
+    return batch
+
+
+def test_forward_gives_quantiles_per_step_resource_and_level():
+    out = _module(quantiles=(0.1, 0.5, 0.9))(_batch(size=5))
+    assert out["quantiles"].shape == (5, H, R, 3)
+    assert "region_logits" not in out
+
+
+def test_region_head_gives_logits_over_the_catalogue():
+    out = _module(with_region_head=True)(_batch(size=2, region=True))
+    assert out["region_logits"].shape == (2, H, N_REGIONS)
+    assert torch.isfinite(out["region_logits"]).all()
+
+
+def test_quantiles_never_cross_even_for_untrained_weights_and_gaps():
+    batch = _batch(size=16, seed=3)
+    batch["past"][::2, ::3] = float("nan")
+    for seed in range(3):
+        torch.manual_seed(seed)
+        module = ForecastModule(encoder_length=L, horizon=H, quantiles=(0.1, 0.5, 0.9, 0.99))
+        q = module.eval()(batch)["quantiles"]
+        assert torch.all(q[..., 1:] >= q[..., :-1])
+
+
+def test_window_without_any_data_still_gets_a_finite_forecast():
+    batch = _batch(size=2)
+    batch["past"][0] = float("nan")
+    out = _module()(batch)["quantiles"]
+    assert torch.isfinite(out).all()
+
+
+def test_candidates_read_the_right_hours():
+    module = _module()
+    past = torch.arange(L, dtype=torch.float32).view(1, L, 1).expand(1, L, R).clone()
+    past[0, -1] = float("nan")  # the last hour is missing
+    candidates = module.candidates(past)  # (1, H, C, R)
+    assert candidates.shape[:2] == (1, H)
+    assert torch.all(candidates[0, :, 0] == L - 2)  # last observed value
+    steps = torch.arange(H, dtype=torch.float32)
+    yesterday = candidates[0, :, -5, 0]  # the same hour one day before each step
+    assert torch.equal(yesterday, L - 24 + steps)
+
+
+def test_week_candidate_is_missing_when_the_encoder_is_shorter_than_a_week():
+    candidates = _module().candidates(torch.randn(2, L, R))
+    assert torch.isnan(candidates[:, :, -1]).all()
+
+
+def test_pinball_loss_matches_its_definition_and_skips_missing_targets():
+    target = torch.tensor([[1.0, float("nan")]])
+    forecast = torch.tensor([[[0.0, 2.0], [5.0, 5.0]]])  # (1, 2, Q)
+    levels = torch.tensor([0.5, 0.9])
+    # target 1: q50=0 -> 0.5*1; q90=2 -> (0.9-1)*(1-2)=0.1
+    assert pinball_loss(forecast, target, levels).item() == pytest.approx(0.3)
+
+
+def test_region_loss_ignores_unknown_regions():
+    logits = torch.tensor([[[5.0, 0.0], [0.0, 5.0]]])
+    known = region_loss(logits, torch.tensor([[0, -1]]))
+    assert known.item() == pytest.approx(-math.log(math.exp(5) / (math.exp(5) + 1)), rel=1e-5)
+    assert region_loss(logits, torch.tensor([[-1, -1]])).item() == 0.0
+
+
+def test_forward_depends_only_on_its_inputs_not_on_targets():
+    module = _module()
+    batch = _batch()
+    first = module(batch)["quantiles"]
+    batch["target"] = batch["target"] * 1000
+    assert torch.equal(first, module(batch)["quantiles"])
+
+
+def test_calibration_rescales_the_p90_step_to_reach_its_level():
+    module = _module()
+    batches = [_batch(size=64, seed=s) for s in range(4)]
+    generator = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for batch in batches:
+            q = module(batch)["quantiles"]
+            # actuals spread twice as far as the untrained p90 says: the right factor is 2
+            spread = torch.rand(q.shape[:-1], generator=generator) / 0.9
+            batch["target"] = q[..., 0] + 2 * spread * (q[..., 1] - q[..., 0])
+    factors = module.calibrate(batches)
+    assert factors.item() == pytest.approx(2.0, rel=0.05)
+    covered, count = 0, 0
+    with torch.no_grad():
+        for batch in batches:
+            q = module(batch)["quantiles"]
+            covered += (batch["target"] <= q[..., 1]).sum().item()
+            count += batch["target"].numel()
+    assert covered / count == pytest.approx(0.9, abs=0.02)
+
+
+def test_rejects_quantiles_without_a_median_and_misfit_patches():
+    with pytest.raises(ValueError, match=r"0\.5"):
+        ForecastModule(quantiles=(0.1, 0.9))
+    with pytest.raises(ValueError, match="multiple"):
+        ForecastModule(encoder_length=50, patch_hours=8)
