@@ -62,6 +62,18 @@ def _quiet_lightning() -> Iterator[None]:
             log.setLevel(level)
 
 
+@contextmanager
+def _torch_state(threads: int) -> Iterator[None]:
+    """Use ``threads`` CPU threads meanwhile; restore them and the determinism flag afterwards."""
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1])
+
+
 class LstmForecaster:
     """Global LSTM forecaster of resource quantiles and, where the data has it, of the region.
 
@@ -90,9 +102,12 @@ class LstmForecaster:
 
     def fit(self, history: Panel) -> None:
         """Train on windows of ``history``; its last hours validate for early stopping."""
+        with _torch_state(self.config.threads):
+            self._fit(history)
+
+    def _fit(self, history: Panel) -> None:
         started = time.perf_counter()
         config = self.config
-        torch.set_num_threads(config.threads)
         pl.seed_everything(config.seed, workers=True, verbose=False)
         self.series_ids = tuple(history.series_ids)
         self.scaler = fit_scaler(history.values)
@@ -112,6 +127,14 @@ class LstmForecaster:
             seed=config.seed,
             num_workers=config.num_workers,
         )
+        self.epochs_trained = self._train(module, data)
+        self.spread_factors = module.calibrate(data.val_dataloader()).tolist()
+        self.module = module
+        self.fit_seconds = time.perf_counter() - started
+
+    def _train(self, module: ForecastModule, data: WindowDataModule) -> int:
+        """Fit ``module`` with early stopping, load its best checkpoint, return the epochs run."""
+        config = self.config
         with tempfile.TemporaryDirectory(prefix="prewarm-lstm-") as folder, _quiet_lightning():
             checkpoint = ModelCheckpoint(
                 dirpath=folder, monitor="val_loss", mode="min", save_top_k=1, save_weights_only=True
@@ -132,12 +155,9 @@ class LstmForecaster:
             )
             trainer.fit(module, datamodule=data)
             best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
-            module.load_state_dict(best["state_dict"])
-            module.eval()
-            self.spread_factors = module.calibrate(data.val_dataloader()).tolist()
-            self.epochs_trained = trainer.current_epoch
-        self.module = module.eval()
-        self.fit_seconds = time.perf_counter() - started
+        module.load_state_dict(best["state_dict"])
+        module.eval()
+        return trainer.current_epoch
 
     def _new_module(self, with_region_head: bool) -> ForecastModule:
         config = self.config
@@ -172,10 +192,10 @@ class LstmForecaster:
             raise RuntimeError("the LSTM forecaster must be fitted (or loaded) before predict")
         if not 1 <= horizon <= self.config.horizon:
             raise ValueError(f"horizon must be 1..{self.config.horizon}; got {horizon}")
-        torch.set_num_threads(self.config.threads)
         scaler = self._scaler_for(history)
         tensors = self._tensors(history, scaler)
-        quantiles, region_logits = self._forward_at_end(tensors)
+        with _torch_state(self.config.threads):
+            quantiles, region_logits = self._forward_at_end(tensors)
         values = self._snap_to_zero(scaler.inverse(quantiles), scaler)[:, :horizon]
         levels = sorted(self.config.quantiles)
         self.last_cold_start = self._cold_start(history)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from core.regions import load_regions
 from training.forecast import Forecast, Forecaster
@@ -67,13 +68,15 @@ def test_predict_before_fit_is_refused():
         LstmForecaster(**SMALL).predict(_panel(_daily()), 12)
 
 
-def test_same_seed_gives_identical_predictions():
+def test_same_seed_gives_identical_predictions_and_global_torch_state_is_restored():
     panel = _panel(_daily())
+    global_state = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     forecasts = []
     for _ in range(2):
         model = LstmForecaster(**SMALL)
         model.fit(panel)
         forecasts.append(model.predict(panel, 12))
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == global_state
     np.testing.assert_array_equal(forecasts[0].p50, forecasts[1].p50)
     np.testing.assert_array_equal(forecasts[0].p90, forecasts[1].p90)
 
@@ -119,6 +122,22 @@ def test_users_with_short_or_no_history_are_forecast_and_flagged():
     assert model.last_cold_start.tolist() == [True, True, True] + [False] * 5
     short = values[0, -10:]
     assert abs(forecast.p50[0].mean() - short.mean()) < short.std() + short.mean()
+
+
+def test_tiny_forecasts_of_an_idle_user_snap_to_exactly_zero():
+    values = _daily()
+    values[0] = 0.0
+    values[0, ::50] = 1.0  # rare blips of activity
+    panel = _panel(values)
+    longer = {**SMALL, "samples_per_epoch": 2048, "max_epochs": 4}
+    forecasts = {}
+    for snap in (0.0, 0.5):
+        model = LstmForecaster(**longer, zero_snap=snap)
+        model.fit(panel)
+        forecasts[snap] = model.predict(panel, 12).p50
+    assert forecasts[0.0][0].max() > 0.0
+    assert np.all(forecasts[0.5][0] == 0.0)
+    np.testing.assert_array_equal(forecasts[0.5][1:], forecasts[0.0][1:])  # busy users untouched
 
 
 def test_new_users_at_predict_time_are_scaled_on_their_own_history():

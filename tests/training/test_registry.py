@@ -14,7 +14,7 @@ class _Persistence(mlflow.pyfunc.PythonModel):
     """A real (if humble) forecaster: tomorrow looks like the last value seen."""
 
     def predict(self, context, model_input: pd.DataFrame) -> pd.DataFrame:
-        return model_input.iloc[:, -1:]
+        return pd.DataFrame(model_input).iloc[:, -1:]
 
 
 def _logged_model(client) -> tuple[str, str]:
