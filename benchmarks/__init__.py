@@ -16,6 +16,7 @@ from rich.console import Console
 BENCHMARKS: dict[str, str] = {
     "simulate": "benchmarks.simulate:run",
     "features": "benchmarks.features:run",
+    "training": "benchmarks.training:run",
 }
 
 
