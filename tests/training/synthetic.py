@@ -41,3 +41,16 @@ def noisy_daily_panel(n: int = 6, days: int = 21, noise: float = 0.1, seed: int 
     clean = daily_pattern(n, days, seed)
     noisy = clean * (1.0 + noise * rng.standard_normal(clean.shape))
     return make_panel(np.maximum(noisy, 0.0))
+
+
+# LSTM overrides small enough for tests that train end to end in seconds.
+SMALL = dict(
+    encoder_length=48,
+    hidden_size=16,
+    head_hidden_size=32,
+    embedding_dim=4,
+    batch_size=64,
+    samples_per_epoch=512,
+    validation_hours=24,
+    seed=0,
+)

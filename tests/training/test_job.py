@@ -10,19 +10,9 @@ import numpy as np
 import pytest
 
 from core.settings import get_settings
-from tests.training.synthetic import make_panel, noisy_daily_panel
+from tests.training.synthetic import SMALL, make_panel, noisy_daily_panel
 from training import job, registry
 
-SMALL = dict(
-    encoder_length=48,
-    hidden_size=16,
-    head_hidden_size=32,
-    embedding_dim=4,
-    batch_size=64,
-    samples_per_epoch=512,
-    validation_hours=24,
-    seed=0,
-)
 HORIZON = 12
 
 

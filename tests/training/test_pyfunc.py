@@ -9,20 +9,9 @@ import pytest
 
 from core.regions import load_regions
 from core.settings import get_settings
-from tests.training.synthetic import make_panel, noisy_daily_panel
+from tests.training.synthetic import SMALL, make_panel, noisy_daily_panel
 from training import job, registry
 from training.pyfunc import INPUT_COLUMNS, OUTPUT_COLUMNS, frame_from_panel, panel_from_frame
-
-SMALL = dict(
-    encoder_length=48,
-    hidden_size=16,
-    head_hidden_size=32,
-    embedding_dim=4,
-    batch_size=64,
-    samples_per_epoch=512,
-    validation_hours=24,
-    seed=0,
-)
 
 
 def _panel_with_regions(n: int = 6, days: int = 10):
