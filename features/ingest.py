@@ -89,13 +89,52 @@ def _landing_items(landing: Path) -> list[Path]:
 
 
 def find_new_batches(settings: Settings | None = None) -> list[str]:
-    """Paths of landed batches that have no ingest record yet, oldest name first."""
+    """Paths of landed batches that have no ingest record yet, oldest name first.
+
+    The sensor calls this every minute; a landed item whose name, size and modification time
+    match one already recorded is not hashed again.
+    """
     settings = settings or get_settings()
-    return [
-        str(item)
-        for item in _landing_items(settings.landing_dir)
-        if not _record_path(batch_fingerprint(item), settings).exists()
-    ]
+    seen = _seen_index(settings)
+    new = []
+    for item in _landing_items(settings.landing_dir):
+        known = seen.get(_stat_key(item))
+        if known is not None and _record_path(known, settings).exists():
+            continue
+        if not _record_path(batch_fingerprint(item), settings).exists():
+            new.append(str(item))
+    return new
+
+
+def _stat_key(path: Path) -> str:
+    """Name, total size and newest modification time of a batch file or folder."""
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    stats = [f.stat() for f in files]
+    size = sum(st.st_size for st in stats)
+    newest = max((st.st_mtime_ns for st in stats), default=0)
+    return f"{path.resolve()}|{size}|{newest}"
+
+
+def _seen_path(settings: Settings) -> Path:
+    return settings.ingest_dir / "seen.json"
+
+
+def _seen_index(settings: Settings) -> dict[str, str]:
+    """Landed items already fingerprinted: stat key -> batch id (a cache, safe to delete)."""
+    path = _seen_path(settings)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _remember(source: Path, batch_id: str, settings: Settings) -> None:
+    """Add ``source`` to the stat-key cache, atomically."""
+    if not source.exists():
+        return
+    index = _seen_index(settings)
+    index[_stat_key(source)] = batch_id
+    path = _seen_path(settings)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(index, indent=1))
+    os.replace(tmp, path)
 
 
 def read_record(batch_id: str, settings: Settings | None = None) -> BatchResult | None:
@@ -192,6 +231,7 @@ def _write_record(result: BatchResult, settings: Settings) -> BatchResult:
     tmp = target.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result.to_dict(), indent=2))
     os.replace(tmp, target)
+    _remember(Path(result.source), result.batch_id, settings)
     return result
 
 

@@ -95,3 +95,17 @@ def test_rejections_fail_loudly_with_their_reasons() -> None:
     with pytest.raises(ingest.BatchesRejectedError, match=r"b\.parquet.*empty file"):
         ingest.raise_for_rejections(results)
     ingest.raise_for_rejections(results[:1])
+
+
+def test_recorded_batches_are_not_hashed_again_but_changed_ones_are(monkeypatch) -> None:
+    path = _land(telemetry_frame(users=2, steps=24), "a.parquet")
+    ingest.ingest_batch(path, now=NOW)
+
+    def no_hashing(_path):
+        raise AssertionError("an unchanged, recorded batch was hashed again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ingest, "batch_fingerprint", no_hashing)
+        assert ingest.find_new_batches() == []
+    _land(telemetry_frame(users=3, steps=24), "a.parquet")  # same name, new content
+    assert ingest.find_new_batches() == [str(path)]
