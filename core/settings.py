@@ -311,6 +311,307 @@ class DemoSettings(BaseModel):
     seed: int = Field(42, description="Seed of the demo world.")
 
 
+class PredictSettings(BaseModel):
+    """Batch prediction with the ``@champion`` model (see ``serving.predict``)."""
+
+    shard_users: int = Field(
+        500, ge=1, description="Users per batch-prediction shard (one mapped Airflow task each)."
+    )
+    max_feature_age_hours: float = Field(
+        3.0, gt=0, description="Features older than this are stale: predictions fall back."
+    )
+    max_prediction_age_hours: float = Field(
+        24.0, gt=0, description="The last good predictions may stand in for this long at most."
+    )
+    max_model_data_age_days: float = Field(
+        30.0,
+        gt=0,
+        description="A champion whose training data ended longer than this before the newest "
+        "features is stale: predictions fall back.",
+    )
+    feature_service: str = Field(
+        "serving", description="Feast feature service the model's input windows are read through."
+    )
+    region_top_k: int = Field(
+        3, ge=1, description="Most likely regions kept per user and forecast step."
+    )
+    reactive_hours: int = Field(
+        24,
+        ge=1,
+        description="Hours of recent usage a reactive (fallback) profile is computed from.",
+    )
+
+
+class PlacementSettings(BaseModel):
+    """The Resource Prediction Engine: region and allocation per user (``serving.placement``)."""
+
+    allocation_quantile: Literal["p50", "p90"] = Field(
+        "p90", description="Forecast quantile an allocation is sized at."
+    )
+    headroom: float = Field(
+        0.15, ge=0, description="Extra share of the forecast quantile added to each allocation."
+    )
+    slo_penalty_usd_per_hour: float = Field(
+        2.0, ge=0, description="Cost charged for one expected hour of SLO violation."
+    )
+    exact_max_users: int = Field(
+        5_000, ge=1, description="Largest instance solved exactly with HiGHS; bigger: heuristic."
+    )
+    move_probability: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="A region other than the current one this likely is worth a pre-allocation.",
+    )
+    window_hours: int = Field(
+        6, ge=1, description="Hours of the forecast horizon one placement decision covers."
+    )
+    switch_cost_usd: float = Field(
+        0.5,
+        ge=0,
+        description="Charged for planning a user away from the current region (session move, "
+        "overlap of holding both); damps moves made for small price differences.",
+    )
+    unplaced_penalty_usd_per_hour: float = Field(
+        20.0,
+        gt=0,
+        description="Cost of leaving a user who needs more capacity without it; should exceed "
+        "any real option, so that users go unplaced only when capacity forces it.",
+    )
+    solver: Literal["auto", "exact", "heuristic"] = Field(
+        "auto", description="auto: HiGHS up to exact_max_users users per window, else heuristic."
+    )
+    exact_time_limit_s: float = Field(
+        60.0, gt=0, description="Time limit of one HiGHS solve; then its best solution is used."
+    )
+    exact_mip_gap: float = Field(
+        1e-4, ge=0, description="Relative gap to its lower bound at which HiGHS stops."
+    )
+    heuristic_passes: int = Field(
+        8, ge=0, description="Improvement passes of the heuristic after its capacity repair."
+    )
+
+
+class ProvisioningSettings(BaseModel):
+    """The Pre-Allocation Manager: ledger, provider, expiry, budget (``serving.provisioning``)."""
+
+    provider: Literal["local", "aws"] = Field("local", description="Where warm resources live.")
+    ledger_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the reservation ledger; None: SQLite under PREWARM_HOME.",
+    )
+    ttl_hours: float = Field(
+        3.0, gt=0, description="A warm reservation not taken into use expires after this long."
+    )
+    budget_usd_per_hour: float = Field(
+        50.0, ge=0, description="Cap on the hourly price of all warm reservations together."
+    )
+    region_budget_usd_per_hour: float = Field(
+        10.0, ge=0, description="Cap on the hourly price of the warm reservations in one region."
+    )
+    warm_fraction: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Share of the full allocation a warm reservation holds until it is used.",
+    )
+    local_cloud_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the local provider's simulated cloud; None: its own "
+        "SQLite file under PREWARM_HOME/serving.",
+    )
+    cold_boot_seconds: float = Field(
+        90.0,
+        ge=0,
+        description="Local provider: launch to ready of new capacity (a VM or container boots "
+        "in 30-60 s, plus the application's own warm-up).",
+    )
+    scale_up_seconds: float = Field(
+        20.0,
+        ge=0,
+        description="Local provider: resizing a warm reservation to its full allocation (the "
+        "instance is already running; only the added capacity has to come up).",
+    )
+    lock_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long a SQLite ledger or local-cloud transaction waits for the lock.",
+    )
+
+
+class AwsPlacement(BaseModel):
+    """Where the ``aws`` provider launches in one AWS region: the AMI, subnet and security group."""
+
+    image_id: str = Field(description="AMI the warm instances boot (e.g. a current Amazon Linux).")
+    subnet_id: str = Field(description="Subnet of each reservation's network interface and volume.")
+    security_group_id: str = Field(description="Security group put on each network interface.")
+
+
+class AwsInstanceType(BaseModel):
+    """One EC2 instance type the provider may choose, with its size and on-demand price."""
+
+    name: str = Field(description="EC2 instance type, e.g. 'm6i.large'.")
+    vcpu: int = Field(gt=0, description="Default vCPUs.")
+    memory_gib: float = Field(gt=0, description="Memory in GiB.")
+    network_gbps: float = Field(
+        gt=0, description="Baseline (sustained, not burst) network bandwidth in Gbps."
+    )
+    usd_per_hour: float = Field(gt=0, description="On-demand Linux price in us-east-1.")
+
+
+def _instance_type_table() -> tuple[AwsInstanceType, ...]:
+    """Current-generation x86 types: vCPU, GiB, baseline Gbps (DescribeInstanceTypes), USD/h."""
+    rows = (
+        ("t3.nano", 2, 0.5, 0.032, 0.0052),
+        ("t3.micro", 2, 1, 0.064, 0.0104),
+        ("t3.small", 2, 2, 0.128, 0.0208),
+        ("t3.medium", 2, 4, 0.256, 0.0416),
+        ("t3.large", 2, 8, 0.512, 0.0832),
+        ("t3.xlarge", 4, 16, 1.024, 0.1664),
+        ("t3.2xlarge", 8, 32, 2.048, 0.3328),
+        ("c6i.large", 2, 4, 0.781, 0.085),
+        ("c6i.xlarge", 4, 8, 1.562, 0.17),
+        ("c6i.2xlarge", 8, 16, 3.125, 0.34),
+        ("c6i.4xlarge", 16, 32, 6.25, 0.68),
+        ("c6i.8xlarge", 32, 64, 12.5, 1.36),
+        ("m6i.large", 2, 8, 0.781, 0.096),
+        ("m6i.xlarge", 4, 16, 1.562, 0.192),
+        ("m6i.2xlarge", 8, 32, 3.125, 0.384),
+        ("m6i.4xlarge", 16, 64, 6.25, 0.768),
+        ("m6i.8xlarge", 32, 128, 12.5, 1.536),
+        ("m6i.16xlarge", 64, 256, 25, 3.072),
+        ("r6i.large", 2, 16, 0.781, 0.126),
+        ("r6i.xlarge", 4, 32, 1.562, 0.252),
+        ("r6i.2xlarge", 8, 64, 3.125, 0.504),
+        ("r6i.4xlarge", 16, 128, 6.25, 1.008),
+        ("r6i.8xlarge", 32, 256, 12.5, 2.016),
+        ("c6in.large", 2, 4, 3.125, 0.1134),
+        ("c6in.xlarge", 4, 8, 6.25, 0.2268),
+        ("c6in.2xlarge", 8, 16, 12.5, 0.4536),
+        ("c6in.4xlarge", 16, 32, 25, 0.9072),
+        ("c6in.8xlarge", 32, 64, 50, 1.8144),
+        ("c6in.16xlarge", 64, 128, 100, 3.6288),
+    )
+    return tuple(
+        AwsInstanceType(name=n, vcpu=c, memory_gib=m, network_gbps=g, usd_per_hour=p)
+        for n, c, m, g, p in rows
+    )
+
+
+class AwsSettings(BaseModel):
+    """The ``aws`` provider (boto3). Credentials come from the environment, never from here."""
+
+    endpoint_url: str | None = Field(
+        None, description="EC2 endpoint override (a moto server in tests); None: real AWS."
+    )
+    regions: tuple[str, ...] = Field(
+        ("us-east-1", "eu-west-1"), description="AWS regions the provider may act in."
+    )
+    max_attempts: int = Field(
+        8, ge=1, description="Most attempts per EC2 call, the first included (adaptive retries)."
+    )
+    placements: dict[str, AwsPlacement] = Field(
+        default_factory=dict,
+        description="AMI, subnet and security group per AWS region (JSON in the environment, "
+        'e.g. {"eu-west-1": {"image_id": ..., "subnet_id": ..., "security_group_id": ...}}).',
+    )
+    instance_types: tuple[AwsInstanceType, ...] = Field(
+        default_factory=_instance_type_table,
+        description="Types to choose from: the cheapest covering vCPU, RAM and bandwidth wins.",
+    )
+    warm_state: Literal["running", "stopped"] = Field(
+        "running",
+        description="A warm instance runs at its (small) warm size, or is stopped once launched "
+        "(only its EBS is billed; taking it into use then means a start).",
+    )
+    volume_size_gib: int = Field(
+        20, ge=1, description="Size of each reservation's gp3 data volume (grown if IOPS need it)."
+    )
+    volume_device: str = Field("/dev/sdf", description="Device name the data volume attaches as.")
+    gp3_baseline_iops: int = Field(3000, ge=1, description="IOPS every gp3 volume gets for free.")
+    gp3_max_iops: int = Field(16_000, ge=1, description="Most IOPS one gp3 volume may provision.")
+    gp3_max_iops_per_gib: int = Field(500, ge=1, description="gp3 IOPS allowed per GiB of size.")
+    gp3_baseline_throughput_mibps: int = Field(
+        125, ge=1, description="Throughput (MiB/s) every gp3 volume gets for free."
+    )
+    gp3_max_mibps_per_iops: float = Field(
+        0.25, gt=0, description="gp3 throughput allowed per provisioned IOPS (MiB/s)."
+    )
+    gp3_max_throughput_mibps: int = Field(
+        1000, ge=1, description="Most throughput (MiB/s) one gp3 volume may provision."
+    )
+    io_size_kib: float = Field(
+        32.0, gt=0, description="Average I/O size that turns provisioned IOPS into throughput."
+    )
+    waiter_delay_seconds: float = Field(
+        5.0, gt=0, description="Seconds between polls while waiting for an EC2 state change."
+    )
+    waiter_max_attempts: int = Field(
+        60, ge=1, description="Polls before a wait for an EC2 state change gives up."
+    )
+
+
+class RouterSettings(BaseModel):
+    """The Dynamic Connection Router service (``serving.router``)."""
+
+    url: str = Field(
+        "http://127.0.0.1:8765", description="Where the router's API is reached from the DAGs."
+    )
+    host: str = Field("127.0.0.1", description="Address `prewarm router serve` binds.")
+    port: int = Field(8765, ge=1, le=65535, description="Port `prewarm router serve` binds.")
+    state: Literal["sqlite", "redis"] = Field(
+        "sqlite", description="Router state: SQLite under PREWARM_HOME, or Redis."
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis used when state=redis.")
+    redis_prefix: str = Field("prewarm:router:", description="Prefix of every router Redis key.")
+    production: bool = Field(
+        False, description="Production mode: refuses to start without an admin token."
+    )
+    token_env: str = Field(
+        "PREWARM_ROUTER_TOKEN",
+        description="Environment variable holding the admin bearer token (never kept in config).",
+    )
+    sqlite_file: str = Field(
+        "router.sqlite", description="Router state file under the serving folder when state=sqlite."
+    )
+    ewma_alpha: float = Field(
+        0.3, gt=0, le=1, description="Default weight of a new probe in the smoothed latency (EWMA)."
+    )
+    hysteresis_ms: float = Field(
+        5.0,
+        ge=0,
+        description="Default margin around the latency threshold: switch only when the current "
+        "latency exceeds threshold + margin or the target's is below threshold - margin.",
+    )
+    cooldown_s: float = Field(
+        900.0, ge=0, description="Default least time between two switchovers of one user."
+    )
+    min_samples: int = Field(
+        3,
+        ge=1,
+        description="Default probes a region needs before its smoothed latency is trusted.",
+    )
+    max_probes_per_batch: int = Field(
+        10_000, ge=1, description="Most probes one POST /v1/probes may carry."
+    )
+    rejections_kept: int = Field(
+        10_000, ge=0, description="Latest rejected requests kept (with their reason) in state."
+    )
+    rejected_body_bytes: int = Field(
+        65_536, ge=0, description="Bytes of a rejected request's body kept with its reason."
+    )
+    push_attempts: int = Field(
+        5, ge=1, description="Attempts of a config push on connection errors and 5xx answers."
+    )
+    push_backoff_s: float = Field(
+        0.5, ge=0, description="First wait between push attempts; doubles after each."
+    )
+    push_timeout_s: float = Field(30.0, gt=0, description="Timeout of one config push request.")
+    access_log: bool = Field(
+        False, description="uvicorn's access log: one line per request (slows a busy router)."
+    )
+
+
 class Settings(BaseSettings):
     """Everything configurable in prewarm, in one place."""
 
@@ -346,6 +647,11 @@ class Settings(BaseSettings):
     validation: ValidationSettings = ValidationSettings()
     lstm: LstmSettings = LstmSettings()
     backtest: BacktestSettings = BacktestSettings()
+    predict: PredictSettings = PredictSettings()
+    placement: PlacementSettings = PlacementSettings()
+    provisioning: ProvisioningSettings = ProvisioningSettings()
+    aws: AwsSettings = AwsSettings()
+    router: RouterSettings = RouterSettings()
 
     @property
     def cache_dir(self) -> Path:
@@ -368,6 +674,11 @@ class Settings(BaseSettings):
         if self.mlflow.tracking_uri:
             return self.mlflow.tracking_uri
         return f"sqlite:///{(self.home / 'mlflow' / 'mlflow.db').resolve()}"
+
+    @property
+    def serving_dir(self) -> Path:
+        """Predictions, placement plans, the ledger, the local cloud and the router's state."""
+        return self.home / "serving"
 
     @property
     def ingest_dir(self) -> Path:

@@ -1,0 +1,1 @@
+"""Serving: batch prediction, placement, pre-allocation (provisioning) and the router."""

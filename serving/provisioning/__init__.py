@@ -1,0 +1,1 @@
+"""The Pre-Allocation Manager: the reservation ledger and the providers that hold warm capacity."""
