@@ -219,5 +219,34 @@ def bench(
     console.print_json(json.dumps(results))
 
 
+router_app = typer.Typer(help="The Dynamic Connection Router service.", no_args_is_help=True)
+app.add_typer(router_app, name="router")
+
+
+@router_app.command("serve")
+def router_serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind; default settings.router.host.")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port; default settings.router.port.")
+    ] = None,
+) -> None:
+    """Serve the router API (uvicorn, one worker) until interrupted.
+
+    The admin API (POST /v1/config, rollback) needs the bearer token in PREWARM_ROUTER_TOKEN;
+    without it the admin endpoints answer 503, and a production router
+    (PREWARM_ROUTER__PRODUCTION=true) refuses to start.
+    """
+    from core.settings import get_settings
+    from serving.router.app import RouterStartupError, serve
+
+    settings = get_settings()
+    try:
+        serve(settings, host or settings.router.host, port or settings.router.port)
+    except RouterStartupError as exc:
+        raise _fail(str(exc)) from exc
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,1 @@
+"""The Dynamic Connection Router: routing config, probes, switchover and session migration."""

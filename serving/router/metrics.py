@@ -1,0 +1,68 @@
+"""The router's Prometheus metrics, in a registry of its own (one per app instance)."""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from serving.router.models import ProbeResult
+
+
+class RouterMetrics:
+    """Counters and gauges served at GET /metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.probes = Counter(
+            "prewarm_router_probes",
+            "Probes received, by outcome (accepted, rejected) and rejection reason.",
+            ["outcome", "reason"],
+            registry=self.registry,
+        )
+        self.decisions = Counter(
+            "prewarm_router_decisions",
+            "Routing decisions, by action (stay, switch) and reason code.",
+            ["action", "code"],
+            registry=self.registry,
+        )
+        self.switchovers = Counter(
+            "prewarm_router_switchovers",
+            "Switchover intents recorded, by the rule that fired.",
+            ["code"],
+            registry=self.registry,
+        )
+        self.config_version = Gauge(
+            "prewarm_router_config_version",
+            "Version of the routing config in force (0: none).",
+            registry=self.registry,
+        )
+        self.config_pushes = Counter(
+            "prewarm_router_config_pushes",
+            "Config pushes, by outcome (accepted, unchanged, rejected) and reason.",
+            ["outcome", "reason"],
+            registry=self.registry,
+        )
+        self.rollbacks = Counter(
+            "prewarm_router_config_rollbacks",
+            "Config rollbacks, by outcome (accepted, rejected).",
+            ["outcome"],
+            registry=self.registry,
+        )
+
+    def count_result(self, result: ProbeResult) -> None:
+        """Count an accepted batch: its probes, decisions and switchovers."""
+        self.probes.labels("accepted", "ok").inc(result.probes)
+        for (action, code), n in Tally((d.action, d.code) for d in result.decisions).items():
+            self.decisions.labels(action, code).inc(n)
+            if action == "switch":
+                self.switchovers.labels(code).inc(n)
+
+    def count_rejected_probes(self, reasons: list[str]) -> None:
+        """Count rejected probes, one reason each."""
+        for reason, n in Tally(reasons).items():
+            self.probes.labels("rejected", reason).inc(n)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
