@@ -13,6 +13,7 @@ References measured in the same run: the round trip of ``GET /healthz`` on the s
 this process, without HTTP (what the decisions and the state cost on their own). The server's
 CPU time during the load is reported too: on a shared machine, decisions per server CPU-second
 says what one free core would sustain, and the machine's load average at the start is kept.
+The migration executor is switched off in the server: this measures the decision path.
 """
 
 from __future__ import annotations
@@ -187,7 +188,10 @@ def _timed(call, repeats: int) -> list[float]:
 def _router(home: Path, token: str) -> Iterator[tuple[str, int]]:
     """`prewarm router serve` in a subprocess on a free loopback port; yields URL and pid."""
     port = _free_port()
-    env = {**os.environ, "PREWARM_HOME": str(home), "PREWARM_ROUTER_TOKEN": token}
+    # The decision path is measured alone: the benchmark's users have no sessions or warm
+    # holds, so an in-process migration executor would only cold-start and roll back.
+    env = {**os.environ, "PREWARM_HOME": str(home), "PREWARM_ROUTER_TOKEN": token,
+           "PREWARM_ROUTER__RUN_MIGRATIONS": "false"}  # fmt: skip
     command = [sys.executable, "-m", "prewarm.cli", "router", "serve", "--host", "127.0.0.1",
                "--port", str(port)]  # fmt: skip
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -232,7 +232,10 @@ def router_serve(
         int | None, typer.Option(min=1, max=65535, help="Port; default settings.router.port.")
     ] = None,
 ) -> None:
-    """Serve the router API (uvicorn, one worker) until interrupted.
+    """Serve the router API (uvicorn, one worker) and run its migration executor until interrupted.
+
+    The executor (a background thread; off with PREWARM_ROUTER__RUN_MIGRATIONS=false) carries
+    out the switchovers the router decides: freeze, copy, verify, start, redirect, release.
 
     The admin API (POST /v1/config, rollback) needs the bearer token in PREWARM_ROUTER_TOKEN;
     without it the admin endpoints answer 503, and a production router

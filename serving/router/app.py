@@ -18,6 +18,10 @@ stale version, duplicate users, implausible probe), is answered **422** with eve
 FastAPI's ``{"detail": [{loc, msg, type}]}`` shape, counted in the metrics by reason and kept
 (truncated) in the router's state; nothing of a rejected request is applied.
 
+Migrations: with ``run_migrations`` (``prewarm router serve`` passes
+``settings.router.run_migrations``) the lifespan runs ``serving.router.migration_loop`` in a
+background thread, started after the state is checked and stopped on shutdown.
+
 Probe batches are handled on the event loop, one at a time, so two batches for the same user
 never interleave their read-modify-write of that user's route (one worker per state).
 """
@@ -47,6 +51,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.settings import Settings, get_settings
 from serving.router.metrics import RouterMetrics
+from serving.router.migration_journal import MigrationJournal
+from serving.router.migration_loop import MigrationLoop
 from serving.router.models import (
     USER_ID_PATTERN,
     ConfigPushed,
@@ -94,11 +100,14 @@ def create_app(
     store: RouterStore | None = None,
     token: str | None = None,
     clock: Callable[[], datetime] | None = None,
+    run_migrations: bool = False,
+    migration_faults: Callable[[str], None] | None = None,
 ) -> FastAPI:
     """Build the router's app on ``store`` (default: the one settings name).
 
     ``token`` defaults to the environment variable ``settings.router.token_env``. Raises
-    RouterStartupError in production mode when there is no token.
+    RouterStartupError in production mode when there is no token. ``run_migrations``: run the
+    migration executor while the app is up (``migration_faults``: its fault points).
     """
     settings = settings or get_settings()
     token = token if token is not None else os.environ.get(settings.router.token_env) or None
@@ -107,8 +116,10 @@ def create_app(
             f"production router needs an admin token: set {settings.router.token_env}"
         )
     store = store if store is not None else open_store(settings)
-    service = RouterService(store, settings, clock or (lambda: datetime.now(UTC)))
+    journal = MigrationJournal.from_settings(settings)
+    service = RouterService(store, settings, clock or (lambda: datetime.now(UTC)), journal)
     metrics = RouterMetrics()
+    migrations = MigrationLoop(settings, store, faults=migration_faults) if run_migrations else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -116,7 +127,14 @@ def create_app(
             metrics.config_version.set(service.active().version or 0)
         except STATE_ERRORS:  # start anyway: /healthz answers 503 until the state is back
             log.exception("router state unreachable at startup")
-        yield
+        if migrations is not None:
+            migrations.start()
+        try:
+            yield
+        finally:
+            if migrations is not None:
+                migrations.stop()
+            journal.dispose()
 
     app = FastAPI(
         title="prewarm router",
@@ -266,10 +284,10 @@ def create_app(
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
-    """Run the router with uvicorn (one worker) until interrupted."""
+    """Run the router with uvicorn (one worker), and its migration executor, until interrupted."""
     import uvicorn
 
-    app = create_app(settings)
+    app = create_app(settings, run_migrations=settings.router.run_migrations)
     try:
         uvicorn.run(app, host=host, port=port, workers=1, access_log=settings.router.access_log)
     finally:

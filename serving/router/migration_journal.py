@@ -407,12 +407,15 @@ class MigrationJournal:
         with self.engine.begin() as conn:
             return self._route(conn, user_id)
 
-    def routes(self) -> dict[str, SessionRoute]:
-        """Every known route, by user."""
+    def routes(self, user_ids: Collection[str] | None = None) -> dict[str, SessionRoute]:
+        """Every known route by user, or only those of ``user_ids``."""
+        query = select(session_routes)
+        if user_ids is not None:
+            query = query.where(session_routes.c.user_id.in_(list(user_ids)))
         with self.engine.begin() as conn:
             return {
                 row.user_id: SessionRoute(row.user_id, row.region, row.migration_id, row.since)
-                for row in conn.execute(select(session_routes))
+                for row in conn.execute(query)
             }
 
     def place(self, user_id: str, region: str, now: datetime) -> SessionRoute:

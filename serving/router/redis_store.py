@@ -16,6 +16,7 @@ given user's probes (one worker, or users sharded across workers), as with SQLit
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
@@ -129,6 +130,28 @@ class RedisRouterStore:
     def intent(self, intent_id: str) -> SwitchoverIntent | None:
         body = self._redis.hget(self._key("intents"), intent_id)
         return SwitchoverIntent.model_validate_json(body) if body else None
+
+    def intents_by_id(self, intent_ids: Sequence[str]) -> dict[str, SwitchoverIntent]:
+        ids = list(dict.fromkeys(intent_ids))
+        if not ids:
+            return {}
+        bodies = self._redis.hmget(self._key("intents"), ids)
+        return {
+            intent_id: SwitchoverIntent.model_validate_json(body)
+            for intent_id, body in zip(ids, bodies, strict=True)
+            if body is not None
+        }
+
+    def intent_statuses(self, intent_ids: Sequence[str]) -> dict[str, IntentStatus]:
+        ids = list(dict.fromkeys(intent_ids))
+        if not ids:
+            return {}
+        bodies = self._redis.hmget(self._key("intents"), ids)
+        return {
+            intent_id: json.loads(body)["status"]
+            for intent_id, body in zip(ids, bodies, strict=True)
+            if body is not None
+        }
 
     def intents(
         self, status: IntentStatus | None = None, limit: int = 1000

@@ -18,9 +18,17 @@
   oldest first; claim one with ``transition_intent(id, "pending", "executing", now)`` (only one
   claimer wins); after each completed step call ``transition_intent(id, "executing",
   "executing", now, step=<name>)`` so a restarted executor skips what is journaled; finish with
-  ``"done"`` (then release the capacity at ``from_region``) or ``"failed"``. Until that executor
-  exists the route moves to the target as soon as the intent is recorded, and the intent stays
-  ``pending``: ``GET /v1/routes/{user}`` shows it as the pending switchover.
+  ``"done"`` (then release the capacity at ``from_region``) or ``"failed"``
+  (``serving.router.migration_intents.execute_intents`` does all this).
+- **Routes flip at the redirect.** Recording an intent does not move the user: they stay where
+  they are until the migration's ``redirect`` step, which flips the user's route in the
+  migration journal (``MigrationJournal.route``) in the same transaction that journals the
+  step. The journal is read only for users with a switchover in flight (``pending_intent`` set),
+  in one query per probe batch, so the hot path costs nothing more for everybody else; once
+  the intent is closed the route is settled from it (``done``: the journal's region, ``failed``:
+  where the user stayed) and ``pending_intent`` cleared. No second switchover is decided while
+  one is in flight. ``GET /v1/routes/{user}`` answers the journal's region whenever the
+  journal knows the user.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from datetime import datetime, timedelta
 from core.regions import load_regions
 from core.settings import Settings
 from serving.router.decide import Verdict, decide, observe
+from serving.router.migration_journal import MigrationJournal, SessionRoute
 from serving.router.models import (
     OPEN_INTENT_STATUSES,
     Allocation,
@@ -39,6 +48,7 @@ from serving.router.models import (
     ConfigRolledBack,
     ConfigSummary,
     Decision,
+    IntentStatus,
     Policy,
     Probe,
     ProbeResult,
@@ -85,13 +95,27 @@ class ActiveConfig:
         return self.stored.config.version if self.stored else None
 
 
+@dataclass(frozen=True)
+class InFlight:
+    """A user's switchover intent that is not closed yet."""
+
+    intent_id: str
+    status: IntentStatus
+
+
 class RouterService:
     """Configs, probes and routes of the Dynamic Connection Router, on one store."""
 
     def __init__(
-        self, store: RouterStore, settings: Settings, clock: Callable[[], datetime]
+        self,
+        store: RouterStore,
+        settings: Settings,
+        clock: Callable[[], datetime],
+        journal: MigrationJournal | None = None,
     ) -> None:
+        """``journal``: where migrations flip routes; None when no executor ever runs."""
         self.store = store
+        self.journal = journal
         self.settings = settings
         self.clock = clock
         self.regions = frozenset(region.code for region in load_regions(settings.regions_file))
@@ -187,12 +211,17 @@ class RouterService:
         for probe in probes:
             by_user.setdefault(probe.user_id, []).append(probe)
         stored = self.store.routes(list(by_user))
+        in_flight = self.follow_migrations(list(stored.values()))
         routes: list[RouteState] = []
         intents: list[SwitchoverIntent] = []
         decisions: list[Decision] = []
         for user_id, user_probes in by_user.items():
             allocation = active.allocations.get(user_id)
             route = self._observed(stored.get(user_id), user_id, user_probes, active, now)
+            if user_id in in_flight:
+                routes.append(route)
+                decisions.append(_in_flight_decision(route, in_flight[user_id]))
+                continue
             verdict = decide(route, allocation, active.policy, now)
             intent = None
             if verdict.switch and allocation is not None:
@@ -226,8 +255,39 @@ class RouterService:
                                      "future_timestamp"))  # fmt: skip
         return errors
 
+    def follow_migrations(self, routes: list[RouteState]) -> dict[str, InFlight]:
+        """Bring routes with a switchover in flight up to date, in place; those still open.
+
+        Nothing is read when no route has a ``pending_intent``; else the intents' statuses, and
+        only for intents the executor has claimed or closed, those intents and the journal's
+        routes (one query each).
+        """
+        waiting = [route for route in routes if route.pending_intent]
+        if not waiting:
+            return {}
+        statuses = self.store.intent_statuses([r.pending_intent for r in waiting])
+        moved = [r for r in waiting if statuses.get(r.pending_intent, "pending") != "pending"]
+        intents = self.store.intents_by_id([r.pending_intent for r in moved]) if moved else {}
+        journaled = (
+            self.journal.routes([r.user_id for r in moved]) if self.journal and moved else {}
+        )
+        still_open: dict[str, InFlight] = {}
+        for route in waiting:
+            intent_id = route.pending_intent
+            if intent_id not in statuses:  # the intent is gone: nothing is in flight
+                route.pending_intent = None
+                continue
+            _follow(route, intents.get(intent_id), journaled.get(route.user_id))
+            if statuses[intent_id] in OPEN_INTENT_STATUSES:
+                still_open[route.user_id] = InFlight(intent_id, statuses[intent_id])
+        return still_open
+
     def route(self, user_id: str) -> RouteView | None:
-        """Where ``user_id`` connects now; None for a user the router knows nothing of."""
+        """Where ``user_id`` connects now; None for a user the router knows nothing of.
+
+        The journal's route when the journal knows the user (it flips exactly at a migration's
+        redirect), else the router's own.
+        """
         active = self.active()
         allocation = active.allocations.get(user_id)
         route = self.store.routes([user_id]).get(user_id)
@@ -238,18 +298,22 @@ class RouterService:
             since = None
         else:
             since = route.since
-        pending = self.store.intent(route.pending_intent) if route.pending_intent else None
+        in_flight = self.follow_migrations([route]).get(user_id)
+        pending = self.store.intent(in_flight.intent_id) if in_flight else None
+        journaled = self.journal.route(user_id) if self.journal else None
+        region = route.region
+        if journaled is not None and journaled.region != route.region:
+            region, since = journaled.region, journaled.since
         return RouteView(
             user_id=user_id,
-            region=route.region,
+            region=region,
             reason=route.reason,
             since=since,
             config_version=route.config_version,
             preallocated_region=allocation.region if allocation else None,
-            pending_switchover=pending if pending and pending.status in OPEN_INTENT_STATUSES
-            else None,
+            pending_switchover=pending,
             measurements=route.stats,
-        )  # fmt: skip
+        )
 
     def _observed(
         self,
@@ -303,7 +367,7 @@ def _switch(
     version: int | None,
     now: datetime,
 ) -> tuple[RouteState, SwitchoverIntent]:
-    """Record the switchover intent and move ``route`` to the target (see module docstring)."""
+    """Record the switchover intent on ``route``; the user moves only at the redirect."""
     number = route.switches + 1
     intent = SwitchoverIntent(
         intent_id=f"{route.user_id}#{number}",
@@ -317,23 +381,53 @@ def _switch(
         created_at=now,
         updated_at=now,
     )
-    route.region = allocation.region
-    route.reason = verdict.reason
-    route.since = route.last_switch_at = now
+    route.last_switch_at = now
     route.switches = number
     route.pending_intent = intent.intent_id
     return route, intent
 
 
+def _follow(
+    route: RouteState, intent: SwitchoverIntent | None, journaled: SessionRoute | None
+) -> None:
+    """Move ``route`` where the journal says the user is; settle it once its intent closed."""
+    if journaled is not None and journaled.region != route.region:
+        route.region, route.since = journaled.region, journaled.since
+        route.reason = (
+            intent.reason
+            if intent is not None and journaled.region == intent.to_region
+            else f"moved by migration {journaled.migration_id}"
+        )
+    if intent is None or intent.status in OPEN_INTENT_STATUSES:
+        return
+    route.pending_intent = None
+    if intent.status == "failed":
+        why = intent.steps[-1] if intent.steps else "no reason recorded"
+        route.reason = f"stayed: switchover {intent.intent_id} to {intent.to_region} failed ({why})"
+
+
 def _decision(route: RouteState, verdict: Verdict, intent: SwitchoverIntent | None) -> Decision:
+    """``region``: where the user connects after this decision (a switch: once redirected)."""
     return Decision(
         user_id=route.user_id,
         action="switch" if intent else "stay",
         code=verdict.code,
-        region=route.region,
+        region=intent.to_region if intent else route.region,
         from_region=intent.from_region if intent else None,
         reason=verdict.reason,
         intent_id=intent.intent_id if intent else None,
+    )
+
+
+def _in_flight_decision(route: RouteState, in_flight: InFlight) -> Decision:
+    """Stay: a user with a switchover in flight gets no second one until it closes."""
+    return Decision(
+        user_id=route.user_id,
+        action="stay",
+        code="switchover_in_flight",
+        region=route.region,
+        reason=f"switchover {in_flight.intent_id} is {in_flight.status}",
+        intent_id=in_flight.intent_id,
     )
 
 

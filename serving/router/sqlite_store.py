@@ -148,6 +148,28 @@ class SqliteRouterStore:
         rows = self._read("SELECT body FROM intents WHERE intent_id = ?", (intent_id,))
         return SwitchoverIntent.model_validate_json(rows[0][0]) if rows else None
 
+    def intents_by_id(self, intent_ids: Sequence[str]) -> dict[str, SwitchoverIntent]:
+        found: dict[str, SwitchoverIntent] = {}
+        ids = list(dict.fromkeys(intent_ids))
+        for start in range(0, len(ids), MAX_PARAMETERS):
+            chunk = ids[start : start + MAX_PARAMETERS]
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(f"SELECT body FROM intents WHERE intent_id IN ({marks})", chunk)
+            for (body,) in rows:
+                intent = SwitchoverIntent.model_validate_json(body)
+                found[intent.intent_id] = intent
+        return found
+
+    def intent_statuses(self, intent_ids: Sequence[str]) -> dict[str, IntentStatus]:
+        found: dict[str, IntentStatus] = {}
+        ids = list(dict.fromkeys(intent_ids))
+        for start in range(0, len(ids), MAX_PARAMETERS):
+            chunk = ids[start : start + MAX_PARAMETERS]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT intent_id, status FROM intents WHERE intent_id IN ({marks})"
+            found.update(self._read(sql, chunk))
+        return found
+
     def intents(
         self, status: IntentStatus | None = None, limit: int = 1000
     ) -> list[SwitchoverIntent]:

@@ -91,6 +91,14 @@ class RouterStore(Protocol):
         """Intents, oldest first, optionally only those in one status."""
         ...
 
+    def intents_by_id(self, intent_ids: Sequence[str]) -> dict[str, SwitchoverIntent]:
+        """The intents of these ids that exist, by id (one read for a probe batch)."""
+        ...
+
+    def intent_statuses(self, intent_ids: Sequence[str]) -> dict[str, IntentStatus]:
+        """The status of each of these intents that exists (cheaper than reading them whole)."""
+        ...
+
     def transition_intent(
         self,
         intent_id: str,

@@ -157,8 +157,8 @@ def test_probes_move_a_user_whose_latency_exceeds_the_threshold(client: TestClie
     assert decision["action"] == "switch" and decision["code"] == "current_over_threshold"
     assert (decision["from_region"], decision["region"]) == (WEST, EAST)
 
-    route = client.get("/v1/routes/u1").json()
-    assert route["region"] == EAST and route["config_version"] == 1
+    route = client.get("/v1/routes/u1").json()  # the user moves only when migrated
+    assert route["region"] == WEST and route["config_version"] == 1
     assert route["pending_switchover"]["intent_id"] == decision["intent_id"] == "u1#1"
     assert route["pending_switchover"]["from_region"] == WEST
     assert route["pending_switchover"]["resources"]["cpu_cores"] == 2.0
@@ -168,6 +168,11 @@ def test_probes_move_a_user_whose_latency_exceeds_the_threshold(client: TestClie
     assert metric(client, "prewarm_router_switchovers_total", code="current_over_threshold") == 1
     assert metric(client, "prewarm_router_decisions_total", action="stay") == 2
     assert metric(client, "prewarm_router_probes_total", outcome="accepted") == 3
+
+    again = client.post("/v1/probes", json=slow).json()["decisions"][0]
+    assert (again["action"], again["code"], again["region"]) == (
+        "stay", "switchover_in_flight", WEST)  # fmt: skip
+    assert metric(client, "prewarm_router_switchovers_total", code="current_over_threshold") == 1
 
 
 def test_a_batch_decides_once_per_user_in_first_seen_order(client: TestClient) -> None:
@@ -261,7 +266,8 @@ def test_state_survives_a_restart(settings: Settings) -> None:
     with TestClient(create_app(settings, token=TOKEN)) as client:
         assert in_force(client) == 1
         assert metric(client, "prewarm_router_config_version") == 1
-        assert client.get("/v1/routes/u1").json()["region"] == EAST
+        route = client.get("/v1/routes/u1").json()
+        assert (route["region"], route["pending_switchover"]["to_region"]) == (WEST, EAST)
 
 
 def test_the_router_runs_on_redis(settings: Settings, redis_prefix: str) -> None:

@@ -73,6 +73,14 @@ def test_routes_and_intents_are_saved_together(store: RouterStore) -> None:
     assert len(store.intents()) == 2
 
 
+def test_intents_are_read_by_id_in_one_call(store: RouterStore) -> None:
+    store.save([], [intent("a", 1), intent("b", 1)])
+    assert store.transition_intent("b#1", "pending", "executing", T0)
+    found = store.intents_by_id(["b#1", "nobody#1", "a#1", "b#1"])
+    assert {i: found[i].status for i in found} == {"a#1": "pending", "b#1": "executing"}
+    assert store.intents_by_id([]) == {}
+
+
 def test_intents_change_only_by_compare_and_set(store: RouterStore) -> None:
     store.save([], [intent("a", 1)])
     assert store.transition_intent("a#1", "pending", "executing", T0)
