@@ -17,6 +17,9 @@ BENCHMARKS: dict[str, str] = {
     "simulate": "benchmarks.simulate:run",
     "features": "benchmarks.features:run",
     "training": "benchmarks.training:run",
+    "placement": "benchmarks.placement:run",
+    "batch_predict": "benchmarks.batch_predict:run",
+    "router": "benchmarks.router:run",
 }
 
 

@@ -340,10 +340,24 @@ class PredictSettings(BaseModel):
         ge=1,
         description="Hours of recent usage a reactive (fallback) profile is computed from.",
     )
+    reactive_quantile: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1,
+        description="Quantile of those hourly means a reactive profile gives as its p90 (a "
+        "cautious stand-in: it sizes warm capacity).",
+    )
 
 
 class PlacementSettings(BaseModel):
     """The Resource Prediction Engine: region and allocation per user (``serving.placement``)."""
+
+    current_usage_hours: int = Field(
+        24,
+        ge=1,
+        description="A user without an active reservation is taken to hold the peak hourly p95 "
+        "of these last hours (what a reactive autoscaler would have given them).",
+    )
 
     allocation_quantile: Literal["p50", "p90"] = Field(
         "p90", description="Forecast quantile an allocation is sized at."
@@ -365,6 +379,12 @@ class PlacementSettings(BaseModel):
     )
     window_hours: int = Field(
         6, ge=1, description="Hours of the forecast horizon one placement decision covers."
+    )
+    latency_usd_per_ms_hour: float = Field(
+        0.001,
+        ge=0,
+        description="Value of proximity: cost per ms of expected round trip per hour, so that "
+        "of two regions alike in price and SLO the nearer one wins.",
     )
     switch_cost_usd: float = Field(
         0.5,
@@ -389,6 +409,24 @@ class PlacementSettings(BaseModel):
     )
     heuristic_passes: int = Field(
         8, ge=0, description="Improvement passes of the heuristic after its capacity repair."
+    )
+    heuristic_price_rounds: int = Field(
+        10, ge=0, description="Lagrangian capacity-pricing rounds of the heuristic when it binds."
+    )
+    heuristic_target_gap: float = Field(
+        0.001,
+        ge=0,
+        description="The heuristic stops pricing once its plan is proven this close (relative) "
+        "to the optimum.",
+    )
+    heuristic_rescues: int = Field(
+        500, ge=0, description="Unplaced users the heuristic tries to place by moving another."
+    )
+    polish_time_limit_s: float = Field(
+        5.0,
+        ge=0,
+        description="HiGHS time for re-solving exactly the regions where the heuristic left "
+        "users unplaced (at most exact_max_users users); 0 turns polishing off.",
     )
 
 
@@ -610,6 +648,103 @@ class RouterSettings(BaseModel):
     access_log: bool = Field(
         False, description="uvicorn's access log: one line per request (slows a busy router)."
     )
+    migration_journal_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the migration journal (and the session routes it flips); "
+        "None: SQLite under the serving folder.",
+    )
+    session_store: Literal["sqlite", "redis", "s3"] = Field(
+        "sqlite",
+        description="Session state stores, one per region: SQLite files under the serving "
+        "folder, Redis (redis_url, keys under redis_prefix), or S3 (one bucket per region).",
+    )
+    session_s3_bucket: str = Field(
+        "prewarm-sessions-{region}",
+        description="S3 bucket of a region's sessions ({region}: code).",
+    )
+    session_s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint override (a moto server in tests); None: real AWS."
+    )
+    state_copy_fixed_s: float = Field(
+        0.25,
+        ge=0,
+        description="Migration: fixed cost of copying a session's state between regions "
+        "(connection set-up and a few round trips), on the injectable clock.",
+    )
+    state_copy_s_per_mb: float = Field(
+        0.02,
+        ge=0,
+        description="Migration: seconds per MB (10^6 bytes) of session state copied between "
+        "regions (0.02: about 50 MB/s across regions), on the injectable clock.",
+    )
+    run_migrations: bool = Field(
+        True,
+        description="`prewarm router serve` runs the migration executor in a background thread "
+        "(off: run it elsewhere; switchover intents then wait as pending).",
+    )
+    migration_poll_s: float = Field(
+        1.0, gt=0, description="Migration executor: seconds between two looks for new intents."
+    )
+    migration_batch: int = Field(
+        1000, ge=1, description="Migration executor: most intents claimed per look."
+    )
+    feedback_export_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds between two exports of the router's per-user measurements for the "
+        "feedback DAG (serving.feedback.export_router_feedback), from the executor's loop.",
+    )
+
+
+class FeedbackSettings(BaseModel):
+    """The feedback loop: router measurements back to features, realised error, drift."""
+
+    lookback_hours: float = Field(
+        48.0, gt=0, description="Realised error covers reservations and hours this recent."
+    )
+    min_coverage_p90: float = Field(
+        0.8, ge=0, le=1, description="Drift when the p90 covers a smaller share of observed hours."
+    )
+    max_error_ratio: float = Field(
+        1.25,
+        gt=0,
+        description="Drift when the p50's MAE exceeds this multiple of the lag-24 naive's MAE.",
+    )
+    max_unused_share: float = Field(
+        0.6, ge=0, le=1, description="Drift when more of the resolved pre-allocations go unused."
+    )
+    min_observed_hours: int = Field(
+        24, ge=1, description="Observed (user, hour) pairs before demand error can mean drift."
+    )
+    min_resolved_reservations: int = Field(
+        10, ge=1, description="Used or expired pre-allocations before their share can mean drift."
+    )
+    max_intents_per_export: int = Field(
+        100_000, ge=1, description="Closed switchover intents read per router export."
+    )
+
+
+class EvaluationSettings(BaseModel):
+    """The closed-loop evaluation (``prewarm evaluate``, ``simulation.evaluate``)."""
+
+    train_days: int = Field(
+        7, ge=1, description="Days of history before the evaluation range (policies learn there)."
+    )
+    accounting_seconds: float = Field(
+        60.0, gt=0, description="Resolution at which each interval's minutes are accounted."
+    )
+    session_bytes: int = Field(
+        5_000_000, ge=0, description="Session state copied on every migration (its copy delay)."
+    )
+    allocation_quantile: float = Field(
+        0.95, gt=0, lt=1, description="Quantile of active usage static and reactive allocate."
+    )
+    reactive_consecutive_intervals: int = Field(
+        2, ge=1, description="Intervals above the latency SLO before the reactive policy moves."
+    )
+    reactive_window_hours: int = Field(
+        24, ge=1, description="Hours of recent usage the reactive policy sizes allocations on."
+    )
 
 
 class Settings(BaseSettings):
@@ -652,6 +787,8 @@ class Settings(BaseSettings):
     provisioning: ProvisioningSettings = ProvisioningSettings()
     aws: AwsSettings = AwsSettings()
     router: RouterSettings = RouterSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
 
     @property
     def cache_dir(self) -> Path:

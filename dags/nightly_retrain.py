@@ -22,21 +22,23 @@ Every night at 02:00 UTC, and whenever the feedback loop reports drift (the
 `prewarm://feedback/drift` Asset), retrains the LSTM profile forecaster and lets the promotion
 gate decide whether it replaces `@champion` in the MLflow registry.
 
-1. **build_dataset** — the hourly panel of the accepted telemetry in the offline store (or of
-   the telemetry folder in the `source` param), the latest `window_days`; saved under
+1. **build_dataset** — the hourly panel of the latest `window_days` known at the run's
+   `run_after`, joined point in time from the Feast offline store through the `training`
+   feature service (or built from the telemetry folder in the `source` param); saved under
    `$PREWARM_HOME/training/datasets/<data hash>.npz`.
 2. **train** — fits the LSTM on all but the last `horizon` hours (the holdout), `epochs`
-   epochs; saves it under `$PREWARM_HOME/training/models/`.
+   epochs; saves it under `$PREWARM_HOME/training/models/` with its per-epoch losses.
 3. **backtest** — scores the new model, seasonal naive and the current `@champion` on that
    same holdout (mean MASE, p50/p90 coverage per resource).
-4. **register** — one MLflow run (params, metrics, holdout table, figures, lineage tags: data
-   window, data hash, git commit) with the pyfunc model, registered as `@challenger`.
+4. **register** — one MLflow run (params, per-epoch and final metrics, holdout table, figures,
+   lineage tags: feature service, data window, data hash, git commit) with the pyfunc model,
+   registered as `@challenger`.
 5. **gate** — promotes to `@champion` only if the challenger beats the champion by the
    configured margin on the same holdout (the first model must beat seasonal naive); the
    decision and its reason are written on the model version.
 
 Params: `epochs`, `horizon`, `window_days` (null: the settings' values), `source` (empty: the
-offline store).
+Feast offline store).
 """
 
 DEFAULT_ARGS = {"owner": "prewarm", "retries": 1, "retry_delay": timedelta(minutes=5)}
@@ -76,16 +78,20 @@ DEFAULT_ARGS = {"owner": "prewarm", "retries": 1, "retry_delay": timedelta(minut
         "source": Param(
             "",
             type="string",
-            description="A telemetry folder to train on; empty for the offline store.",
+            description="A telemetry folder to train on; empty for the Feast offline store.",
         ),
     },
 )
 def nightly_retrain() -> None:
     @task
-    def build_dataset(params: dict | None = None) -> dict:
+    def build_dataset(params: dict | None = None, **context) -> dict:
         from training.job import build_dataset as run
 
-        return run(params["source"] or None, window_days=params["window_days"])
+        return run(
+            params["source"] or None,
+            window_days=params["window_days"],
+            end=context["dag_run"].run_after,
+        )
 
     @task(execution_timeout=timedelta(hours=2))
     def train(dataset: dict, params: dict | None = None) -> dict:

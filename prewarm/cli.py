@@ -219,6 +219,29 @@ def bench(
     console.print_json(json.dumps(results))
 
 
+@app.command()
+def evaluate(
+    out: Annotated[Path, typer.Option(help="Folder for results.json.")],
+    users: Annotated[int, typer.Option(min=1, help="Number of users.")] = 500,
+    days: Annotated[int, typer.Option(min=1, help="Days evaluated after the training range.")] = 14,
+    seed: Annotated[int, typer.Option(help="Seed of the world: same seed, same results.")] = 42,
+    policies: Annotated[
+        str, typer.Option(help="Comma-separated policies.")
+    ] = "static,reactive,oracle",
+) -> None:
+    """Closed-loop evaluation of serving policies on a simulated world (DESIGN.md section 4)."""
+    from simulation.evaluate import evaluate as run_evaluation
+
+    names = [n.strip() for n in policies.split(",") if n.strip()]
+    try:
+        results = run_evaluation(
+            users, days, seed, names, out, progress=lambda n: console.print(f"evaluating {n}")
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    console.print_json(json.dumps(results))
+
+
 router_app = typer.Typer(help="The Dynamic Connection Router service.", no_args_is_help=True)
 app.add_typer(router_app, name="router")
 

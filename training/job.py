@@ -3,17 +3,19 @@
 The job is five steps, each a function the ``nightly_retrain`` DAG calls as one task and each
 passing the next a small JSON-able dict (paths, hashes, scores), never the data itself:
 
-1. :func:`build_dataset` — the hourly panel of a telemetry folder, or else of the accepted
-   telemetry of the offline store, cut to the latest ``window_days``; saved under
+1. :func:`build_dataset` — the hourly panel of the latest ``window_days``, read point in time
+   from the Feast offline store through the ``training`` feature service
+   (``training.feature_panel``), or else built from a telemetry folder; saved under
    ``$PREWARM_HOME/training/datasets/<data hash>.npz``.
 2. :func:`train` — fits the LSTM on all but the last ``horizon`` hours (the holdout) and saves
-   it under ``$PREWARM_HOME/training/models/``.
+   it under ``$PREWARM_HOME/training/models/``, with its per-epoch losses.
 3. :func:`evaluate` — scores, on that same holdout, the new model (the challenger), the
    seasonal-naive baseline and the current ``@champion`` (loaded from the registry), so the gate
    compares like with like: holdout mean MASE, lower is better.
-4. :func:`log_and_register` — one MLflow run: params, metrics, the holdout table (JSON), figures
-   (PNG), lineage tags, the pyfunc model (:class:`training.pyfunc.ProfileModel`); then registers
-   it as a new version with the alias ``challenger``.
+4. :func:`log_and_register` — one MLflow run: params, per-epoch and final metrics, the holdout
+   table (JSON), figures (PNG), lineage tags, the pyfunc model
+   (:class:`training.pyfunc.ProfileModel`); then registers it as a new version with the alias
+   ``challenger``.
 5. :func:`gate` — ``training.registry.decide`` on the holdout scores of step 3, recorded on the
    version the way ``registry.apply_gate`` records it; moves ``@champion`` on promotion.
 
@@ -26,21 +28,24 @@ import hashlib
 import json
 import math
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 
+from core.regions import load_regions
 from core.schema import RESOURCE_COLUMNS
 from core.settings import Settings, get_settings
 from training import metrics, plots, registry
 from training.baselines import SeasonalNaive
+from training.epochs import log_history
+from training.feature_panel import panel_from_feature_store
 from training.forecast import DAY, Forecast
 from training.lstm import LstmForecaster
 from training.panel import STATIC_COLUMNS, Panel, panel_from_telemetry
-from training.pyfunc import ARTIFACT, ProfileModel, signature_and_example
+from training.pyfunc import ARTIFACT, ProfileModel, pip_requirements, signature_and_example
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FEATURE_SERVICE = "training"
@@ -54,25 +59,31 @@ def build_dataset(
     source: str | Path | Panel | None = None,
     window_days: int | None = None,
     settings: Settings | None = None,
+    end: datetime | None = None,
 ) -> dict:
     """Build, save and describe the training panel (see step 1 of the module docstring).
 
-    ``source`` is a telemetry folder (or Parquet file), an hourly panel built already, or None
-    for the offline store. Raises ValueError when there is no telemetry to train on.
+    ``source`` is None for the Feast offline store (feature service ``training``), or a
+    telemetry folder (or Parquet file), or an hourly panel built already. Only hours that ended
+    by ``end`` (default: all) are used, so a backfill sees what was known then. Raises
+    ValueError when there is nothing to train on.
     """
     settings = settings or get_settings()
     days = window_days or settings.mlflow.window_days
+    service = None
     if isinstance(source, Panel):
         panel, source = source, "panel"
     elif source is not None:
         panel = panel_from_telemetry(Path(source))
     else:
-        from features.ingest import accepted_telemetry
+        from features.store import feature_store
 
-        telemetry = accepted_telemetry(settings=settings)
-        if telemetry.empty:
-            raise ValueError("the offline store holds no accepted telemetry to train on")
-        panel = panel_from_telemetry(telemetry)
+        service = FEATURE_SERVICE
+        catalogue = load_regions(settings.regions_file)
+        store = feature_store(settings)
+        panel = panel_from_feature_store(store, days, end, service, catalogue)
+        source = f"feast:{settings.feast.project}/{service}"
+    panel = _known_by(panel, end)
     panel = panel.window(max(0, panel.n_hours - days * 24), panel.n_hours)
     digest = data_hash(panel)
     path = settings.home / "training" / "datasets" / f"{digest}.npz"
@@ -80,12 +91,25 @@ def build_dataset(
     return {
         "path": str(path),
         "data_hash": digest,
-        "source": str(source) if source is not None else "offline_store",
+        "source": str(source),
+        "feature_service": service,
         "window_start": panel.times[0].isoformat(),
         "window_end": (panel.times[-1] + pd.Timedelta(hours=1)).isoformat(),
         "n_series": panel.n_series,
         "n_hours": panel.n_hours,
     }
+
+
+def _known_by(panel: Panel, end: datetime | None) -> Panel:
+    """The hours of ``panel`` that ended by ``end`` (all of them when ``end`` is None)."""
+    if end is None:
+        return panel
+    end = pd.Timestamp(end)
+    end = end.tz_localize("UTC") if end.tzinfo is None else end
+    known = int(np.searchsorted(panel.times + timedelta(hours=1), end, "right"))
+    if known == 0:
+        raise ValueError(f"no hour of the data ended by {end}")
+    return panel.head(known)
 
 
 def data_hash(panel: Panel) -> str:
@@ -162,6 +186,7 @@ def train(
         "epochs_trained": forecaster.epochs_trained,
         "fit_seconds": forecaster.fit_seconds,
         "config": forecaster.config.model_dump(mode="json"),
+        "epoch_history": forecaster.epoch_history,
     }
     (folder / TRAINING_FILE).write_text(json.dumps(summary, indent=1))
     return summary
@@ -273,6 +298,7 @@ def log_and_register(
             }
         )
         mlflow.set_tags(_lineage(dataset))
+        log_history(registry.client(settings), run.info.run_id, trained.get("epoch_history", []))
         mlflow.log_metrics(_flat_metrics(trained, evaluation))
         mlflow.log_dict(evaluation, "holdout.json")
         _log_figures(panel, forecaster, trained["horizon"], evaluation, settings)
@@ -283,6 +309,7 @@ def log_and_register(
             artifacts={ARTIFACT: trained["model_dir"]},
             signature=signature,
             input_example=example,
+            pip_requirements=pip_requirements(),
         )
     version = registry.register_challenger(
         registry.client(settings),
@@ -296,9 +323,13 @@ def log_and_register(
 
 
 def _lineage(dataset: dict) -> dict[str, str]:
-    """Where the model's data came from, and which code trained it."""
+    """Where the model's data came from, and which code trained it.
+
+    ``feature_service`` is the Feast feature service the panel was read through, or "none" when
+    it was built from a telemetry folder or given as a panel.
+    """
     return {
-        "feature_service": FEATURE_SERVICE,
+        "feature_service": dataset.get("feature_service") or "none",
         "data_source": dataset["source"],
         "data_window_start": dataset["window_start"],
         "data_window_end": dataset["window_end"],

@@ -28,6 +28,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from core.regions import load_regions
 from core.schema import RESOURCE_COLUMNS, ROLES
 from core.settings import LstmSettings, Settings, get_settings
+from training.epochs import EpochHistory
 from training.forecast import Forecast
 from training.model import ForecastModule
 from training.panel import Panel
@@ -97,6 +98,7 @@ class LstmForecaster:
         self.fit_seconds: float | None = None
         self.epochs_trained: int | None = None
         self.spread_factors: list[float] | None = None
+        self.epoch_history: list[dict] = []
 
     # -- fitting -------------------------------------------------------------------------
 
@@ -133,8 +135,13 @@ class LstmForecaster:
         self.fit_seconds = time.perf_counter() - started
 
     def _train(self, module: ForecastModule, data: WindowDataModule) -> int:
-        """Fit ``module`` with early stopping, load its best checkpoint, return the epochs run."""
+        """Fit ``module`` with early stopping, load its best checkpoint, return the epochs run.
+
+        Each epoch's losses and validation metrics are kept in ``epoch_history`` (see
+        ``training.epochs``).
+        """
         config = self.config
+        history = EpochHistory()
         with tempfile.TemporaryDirectory(prefix="prewarm-lstm-") as folder, _quiet_lightning():
             checkpoint = ModelCheckpoint(
                 dirpath=folder, monitor="val_loss", mode="min", save_top_k=1, save_weights_only=True
@@ -150,13 +157,14 @@ class LstmForecaster:
                 max_epochs=config.max_epochs,
                 gradient_clip_val=config.gradient_clip,
                 num_sanity_val_steps=0,
-                callbacks=[stopping, checkpoint],
+                callbacks=[stopping, checkpoint, history],
                 default_root_dir=folder,
             )
             trainer.fit(module, datamodule=data)
             best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
         module.load_state_dict(best["state_dict"])
         module.eval()
+        self.epoch_history = history.epochs
         return trainer.current_epoch
 
     def _new_module(self, with_region_head: bool) -> ForecastModule:

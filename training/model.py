@@ -327,20 +327,35 @@ class ForecastModule(pl.LightningModule):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pinball loss over quantiles plus the weighted region cross-entropy."""
+        return self.loss_terms(batch)["loss"]
+
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The loss and its parts: ``pinball``, and with a region head ``region_ce`` and
+        ``region_top1`` (accuracy of the most likely region over steps with a known region)."""
         out = self(batch)
-        total = pinball_loss(out["quantiles"], batch["target"], self.levels)
+        pinball = pinball_loss(out["quantiles"], batch["target"], self.levels)
+        terms = {"loss": pinball, "pinball": pinball}
         if "region_logits" in out:
-            cross_entropy = region_loss(out["region_logits"], batch["target_region"])
-            total = total + self.hparams.region_loss_weight * cross_entropy
-        return total
+            target = batch["target_region"]
+            cross_entropy = region_loss(out["region_logits"], target)
+            terms["loss"] = pinball + self.hparams.region_loss_weight * cross_entropy
+            terms["region_ce"] = cross_entropy
+            known = target >= 0
+            if known.any():
+                hits = out["region_logits"].argmax(dim=-1) == target
+                terms["region_top1"] = hits[known].float().mean()
+        return terms
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor:
         loss = self.loss(batch)
-        self.log("train_loss", loss, batch_size=len(batch["past"]))
+        # One value per epoch (the mean over its batches): what the epoch history records.
+        self.log("train_loss", loss, batch_size=len(batch["past"]), on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> None:
-        self.log("val_loss", self.loss(batch), batch_size=len(batch["past"]), prog_bar=False)
+        terms = self.loss_terms(batch)
+        size = len(batch["past"])
+        self.log_dict({f"val_{name}": value for name, value in terms.items()}, batch_size=size)
 
     def configure_optimizers(self) -> dict:
         """AdamW with the learning rate annealed along a cosine to zero over all planned steps."""
@@ -352,4 +367,3 @@ class ForecastModule(pl.LightningModule):
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-

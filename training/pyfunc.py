@@ -13,12 +13,14 @@ with less history than the encoder reads.
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature, infer_signature
+from packaging.version import Version
 
 from core.regions import load_regions
 from core.schema import RESOURCE_COLUMNS
@@ -40,6 +42,17 @@ OUTPUT_COLUMNS: tuple[str, ...] = (
     "cold_start",
 )
 ARTIFACT = "lstm"
+# What loading the model needs: the project itself (training, core) and what it runs on.
+REQUIREMENTS: tuple[str, ...] = (
+    "prewarm",
+    "mlflow",
+    "cloudpickle",
+    "torch",
+    "pytorch-lightning",
+    "numpy",
+    "pandas",
+    "pyarrow",
+)
 
 
 def frame_from_panel(panel: Panel, region_codes: tuple[str, ...] | None = None) -> pd.DataFrame:
@@ -158,6 +171,15 @@ class ProfileModel(mlflow.pyfunc.PythonModel):
         horizon = int((params or {}).get("horizon") or self.forecaster.config.horizon)
         panel = panel_from_frame(model_input, self.forecaster.region_codes)
         return profiles(self.forecaster, panel, horizon)
+
+
+def pip_requirements() -> list[str]:
+    """:data:`REQUIREMENTS` pinned to the versions installed here (public part: no "+cpu").
+
+    Given to MLflow explicitly: its inference imports the model in a subprocess, which took
+    15-45 s per logged model on this machine, and left torch out.
+    """
+    return [f"{name}=={Version(version(name)).public}" for name in REQUIREMENTS]
 
 
 def signature_and_example(

@@ -9,15 +9,18 @@ from features.repo.data_sources import (
     router_feedback_push,
     router_feedback_source,
     user_hourly_source,
+    user_predictions_push,
+    user_predictions_source,
     user_profile_source,
 )
 from features.repo.entities import region, user
-from features.repo.feature_services import regions, serving, training
+from features.repo.feature_services import predictions, regions, serving, training
 from features.repo.feature_views import (
     region_status,
     router_feedback,
     user_latency,
     user_location,
+    user_predictions,
     user_profile,
     user_resources,
 )
@@ -31,6 +34,8 @@ DEFINITIONS = [
     region_status_source,
     router_feedback_source,
     router_feedback_push,
+    user_predictions_source,
+    user_predictions_push,
     request_time,
     user_resources,
     user_location,
@@ -38,8 +43,10 @@ DEFINITIONS = [
     user_profile,
     router_feedback,
     region_status,
+    user_predictions,
     time_encodings,
     training,
     serving,
     regions,
+    predictions,
 ]

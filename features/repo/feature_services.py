@@ -2,12 +2,14 @@
 
 ``training`` and ``serving`` hold the same user features today; they are separate services so
 that serving can be pinned while a new training set is tried. Region status is keyed by region,
-not user, and is read by placement through the ``regions`` service.
+not user, and is read by placement through the ``regions`` service. ``predictions`` serves each
+user's latest predicted profile summary (pushed by batch prediction); it is an output of the
+model, never one of its inputs.
 """
 
 from feast import FeatureService
 
-from features.repo.feature_views import USER_VIEWS, region_status
+from features.repo.feature_views import USER_VIEWS, region_status, user_predictions
 from features.repo.on_demand import time_encodings
 
 USER_FEATURES = [*USER_VIEWS, time_encodings]
@@ -28,4 +30,10 @@ regions = FeatureService(
     name="regions",
     features=[region_status],
     description="Region status for placement: utilisation, free vCPU, prices.",
+)
+
+predictions = FeatureService(
+    name="predictions",
+    features=[user_predictions],
+    description="Each user's latest predicted profile summary (serving.predict pushes it).",
 )

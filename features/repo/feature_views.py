@@ -10,6 +10,7 @@ from datetime import timedelta
 from feast import FeatureView, Field
 from feast.types import Bool, FeastType, Float64, Int64, String
 
+from core.schema import RESOURCE_COLUMNS
 from core.settings import get_settings
 from features.aggregate import (
     ACTIVITY_FEATURES,
@@ -24,6 +25,7 @@ from features.repo.data_sources import (
     region_status_source,
     router_feedback_push,
     user_hourly_source,
+    user_predictions_push,
     user_profile_source,
 )
 from features.repo.entities import region, user
@@ -38,12 +40,32 @@ _TYPES: dict[str, FeastType] = {
     "role": String,
     "home_region": String,
     "feedback_migrations": Int64,
+    "region_next": String,
+    "cold_start": Bool,
+    "model_version": String,
+    "feature_timestamp": String,
+    "prediction_source": String,
+    "horizon_hours": Int64,
 }
 
 FEEDBACK_FEATURES: tuple[str, ...] = (
     "feedback_latency_ms",
     "feedback_slo_violation_share",
     "feedback_migrations",
+)
+
+# One row per user, pushed by batch prediction: the next hour's quantiles and the peak p90 over
+# the horizon per resource, the most likely region next hour, and where the prediction came from
+# (``feature_timestamp`` is ISO 8601 UTC text; the full profile is in the predictions store).
+PREDICTION_FEATURES: tuple[str, ...] = (
+    *(f"{r}_{q}" for r in RESOURCE_COLUMNS for q in ("p50_next", "p90_next", "p90_peak")),
+    "region_next",
+    "region_next_probability",
+    "cold_start",
+    "model_version",
+    "feature_timestamp",
+    "prediction_source",
+    "horizon_hours",
 )
 
 
@@ -114,6 +136,16 @@ router_feedback = FeatureView(
     description="The router's latest measurements for the user: latency, SLO misses, moves.",
 )
 
+user_predictions = FeatureView(
+    name="user_predictions",
+    entities=[user],
+    ttl=timedelta(hours=get_settings().predict.max_prediction_age_hours),
+    schema=_fields(PREDICTION_FEATURES),
+    source=user_predictions_push,
+    online=True,
+    description="The user's latest predicted profile (summary), pushed by batch prediction.",
+)
+
 USER_VIEWS: tuple[FeatureView, ...] = (
     user_resources,
     user_location,
@@ -121,4 +153,4 @@ USER_VIEWS: tuple[FeatureView, ...] = (
     user_profile,
     router_feedback,
 )
-ALL_VIEWS: tuple[FeatureView, ...] = (*USER_VIEWS, region_status)
+ALL_VIEWS: tuple[FeatureView, ...] = (*USER_VIEWS, region_status, user_predictions)

@@ -122,6 +122,13 @@ class PreAllocationManager:
 
         return cls(Ledger.from_settings(settings), make_provider(settings, clock), settings)
 
+    def close(self) -> None:
+        """Release the ledger's and the provider's connections."""
+        self.ledger.dispose()
+        dispose = getattr(self.provider, "dispose", None)
+        if dispose is not None:
+            dispose()
+
     # -- from a plan -------------------------------------------------------------------------
 
     def request_batch(self, plan: pd.DataFrame, now: datetime) -> BatchResult:

@@ -9,7 +9,7 @@ import pytest
 
 from tests.dags.conftest import DAGS_FOLDER
 
-EXPECTED_DAGS = {"telemetry_ingest", "nightly_retrain"}
+EXPECTED_DAGS = {"telemetry_ingest", "nightly_retrain", "predict_and_provision", "feedback_collect"}
 HEAVY_MODULES = {"pandas", "numpy", "torch", "feast", "mlflow", "great_expectations", "sklearn"}
 PROJECT_PACKAGES = {"core", "features", "training", "serving", "simulation", "prewarm"}
 

@@ -53,12 +53,24 @@ def test_first_model_becomes_champion_and_a_worse_one_stays_challenger(panel) ->
     assert run.data.params["lstm.max_epochs"] == "3"
     expected = {"holdout_mase_mean", "holdout_mase_cpu_cores", "holdout_seasonal_naive_mase_mean"}
     assert expected <= set(run.data.metrics)
-    assert run.data.tags["feature_service"] == "training"
+    assert run.data.tags["feature_service"] == "none"  # a panel given, not read through Feast
     assert run.data.tags["data_hash"] == job.data_hash(panel)
     assert run.data.tags["data_window_start"] == panel.times[0].isoformat()
     assert run.data.tags["git_commit"] == job.git_commit() != ""
+    epochs = int(run.data.metrics["epochs_trained"])
+    assert epochs >= 1
+    for metric in ("train_loss", "val_loss", "val_pinball"):
+        history = client.get_metric_history(run.info.run_id, metric)
+        assert [point.step for point in history] == list(range(1, epochs + 1)), metric
+        assert all(np.isfinite(point.value) for point in history)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/forecast_vs_actual.png", "plots/calibration.png"}
+    requirements = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="model/requirements.txt"
+    )
+    assert {"torch", "pytorch-lightning", "prewarm"} <= {
+        line.split("==")[0] for line in Path(requirements).read_text().split()
+    }
     table_file = mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id, artifact_path="holdout.json"
     )
@@ -95,3 +107,28 @@ def test_too_short_a_history_for_the_holdout_is_refused() -> None:
     dataset = job.build_dataset(noisy_daily_panel(n=2, days=2))
     with pytest.raises(ValueError, match="too little history"):
         job.train(dataset, horizon=24, epochs=1, **SMALL)
+
+
+def test_the_dataset_is_read_through_the_training_feature_service(tmp_path) -> None:
+    from features.aggregate import hourly_user_features, user_profiles
+    from features.store import apply_definitions, feature_store, write_offline
+    from simulation.world import World, WorldConfig
+
+    telemetry = World(WorldConfig(users=3, days=3, seed=4)).telemetry()
+    apply_definitions(feature_store())
+    hourly = hourly_user_features(telemetry)
+    write_offline({"user_hourly": hourly, "user_profile": user_profiles(telemetry)})
+    end = hourly["event_timestamp"].max() - np.timedelta64(5, "h")
+
+    dataset = job.build_dataset(window_days=2, end=end)
+
+    assert dataset["feature_service"] == "training"
+    assert dataset["source"] == f"feast:{get_settings().feast.project}/training"
+    assert (dataset["n_series"], dataset["n_hours"]) == (3, 48)
+    assert dataset["window_end"] == end.isoformat()
+    assert job._lineage(dataset)["feature_service"] == "training"
+
+
+def test_an_empty_feature_store_is_refused() -> None:
+    with pytest.raises(ValueError, match="no feature service 'training'"):
+        job.build_dataset()

@@ -181,6 +181,11 @@ def test_region_head_learns_weekly_travel_better_than_staying_put():
     settings.update(samples_per_epoch=1024, max_epochs=4, validation_hours=48)
     model = LstmForecaster(**settings)
     model.fit(panel.head(first_origin))
+    # One history entry per epoch, with the validation pinball and region accuracy.
+    assert [e["epoch"] for e in model.epoch_history] == list(range(1, model.epochs_trained + 1))
+    for entry in model.epoch_history:
+        assert {"train_loss", "val_loss", "val_pinball", "val_region_top1"} <= set(entry)
+        assert 0.0 <= entry["val_region_top1"] <= 1.0
     model_hits, stay_hits, travel_hours = 0, 0, 0
     for origin in range(first_origin, 168 * weeks - 24 + 1, 6):
         proba = model.predict(panel.head(origin), 24).region_proba

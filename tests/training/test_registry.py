@@ -8,6 +8,7 @@ import pytest
 
 from core.settings import get_settings
 from training import registry
+from training.pyfunc import pip_requirements
 
 
 class _Persistence(mlflow.pyfunc.PythonModel):
@@ -24,6 +25,7 @@ def _logged_model(client) -> tuple[str, str]:
             name="model",
             python_model=_Persistence(),
             input_example=pd.DataFrame({"x": [1.0, 2.0]}),
+            pip_requirements=pip_requirements(),  # inferring them costs a subprocess each
         )
     return info.model_uri, run.info.run_id
 

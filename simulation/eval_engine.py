@@ -1,0 +1,266 @@
+"""The closed loop: a policy decides, the engine applies its decisions with real delays, and
+every user-minute is accounted against the TRUE position and demand.
+
+Delays, the same for every policy (settings.provisioning and settings.router):
+
+- moving a user to a region without ready warm capacity boots it cold
+  (``cold_boot_seconds``), then copies the session state (``copy_seconds``); meanwhile the
+  user is served from the old region with the old allocation;
+- moving into a ready warm hold copies the state, and scales the hold up
+  (``scale_up_seconds``) when it is smaller than the allocation asked for;
+- a warm hold becomes ready ``cold_boot_seconds`` after it is asked for;
+- growing an allocation in place takes ``scale_up_seconds``; shrinking is immediate.
+
+Time inside an interval is accounted at ``settings.evaluation.accounting_seconds`` resolution: a
+sub-interval is served by the new region or allocation once the change completed at its start.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.settings import Settings
+from serving.router.migration import copy_seconds
+from simulation.eval_metrics import MetricsAccumulator
+from simulation.eval_policy import NO_REGION, RESOURCES, Decision, Observed, Policy, PolicyContext
+from simulation.eval_record import WorldRecord, expected_latency
+
+
+@dataclass
+class ServingState:
+    """Where each user is served, with what, and the changes under way (arrays per user)."""
+
+    region: np.ndarray
+    allocation: np.ndarray
+    pending_region: np.ndarray  # NO_REGION: no migration under way
+    pending_allocation: np.ndarray
+    pending_ready_s: np.ndarray
+    scale_target: np.ndarray
+    scale_ready_s: np.ndarray  # inf: no scale-up under way
+    warm_region: np.ndarray
+    warm_allocation: np.ndarray
+    warm_ready_s: np.ndarray
+
+    @classmethod
+    def start(cls, decision: Decision) -> ServingState:
+        """The state the first decision puts in place (the system is assumed already running)."""
+        n = len(decision.region)
+        none = np.full(n, NO_REGION, dtype=np.int64)
+        return cls(
+            region=decision.region.astype(np.int64).copy(),
+            allocation=decision.allocation.astype(np.float64).copy(),
+            pending_region=none.copy(),
+            pending_allocation=np.zeros_like(decision.allocation, dtype=np.float64),
+            pending_ready_s=np.full(n, np.inf),
+            scale_target=decision.allocation.astype(np.float64).copy(),
+            scale_ready_s=np.full(n, np.inf),
+            warm_region=none.copy(),
+            warm_allocation=np.zeros_like(decision.allocation, dtype=np.float64),
+            warm_ready_s=np.full(n, np.inf),
+        )
+
+
+class Engine:
+    """Runs one policy over the evaluation range and accounts its metrics."""
+
+    def __init__(self, context: PolicyContext, record: WorldRecord, settings: Settings) -> None:
+        self.context = context
+        self.record = record
+        self.settings = settings
+        self.catalogue = context.catalogue
+        self.prices = np.array(
+            [[r.vcpu_hour_usd, r.ram_gb_hour_usd] for r in self.catalogue], dtype=np.float64
+        )
+        self.capacity_vcpu = np.array([r.capacity_vcpu for r in self.catalogue])
+        self.interval_s = context.interval_seconds
+        self.tick_s = settings.evaluation.accounting_seconds
+        self.ticks = max(1, round(self.interval_s / self.tick_s))
+        self.copy_s = copy_seconds(settings.evaluation.session_bytes, settings.router)
+        self.boot_s = settings.provisioning.cold_boot_seconds
+        self.scale_s = settings.provisioning.scale_up_seconds
+
+    def run(self, policy: Policy) -> dict[str, float]:
+        """Drive ``policy`` over every evaluation step; its metrics in the JSON contract."""
+        record, first = self.record, self.context.first_step
+        n_users = record.n_users
+        latency_ms = np.full((n_users, record.n_steps), np.nan)
+        served = np.broadcast_to(self.context.home_region[:, None], latency_ms.shape).copy()
+        latency_ms[:, :first] = self._measured(served[:, :first], 0, first)
+        metrics = MetricsAccumulator(self.settings.latency_slo_ms, self.tick_s)
+        state: ServingState | None = None
+        for step in range(first, record.n_steps):
+            observed = self._observed(step, latency_ms, state)
+            decision = policy.decide(step, observed)
+            self._check(decision, n_users)
+            t0 = (step - first) * self.interval_s
+            if state is None:
+                state = ServingState.start(decision)
+            self._apply(state, decision, t0)
+            self._account(state, step, t0, metrics)
+            serving_now = self._complete(state, t0 + self.interval_s, metrics)
+            served[:, step] = serving_now
+            latency_ms[:, step] = self._measured(served[:, step : step + 1], step, step + 1)[:, 0]
+        return metrics.results()
+
+    # ----- what the policy sees ---------------------------------------------------------------
+
+    def _observed(self, step: int, latency_ms: np.ndarray, state: ServingState | None) -> Observed:
+        record = self.record
+        if state is None:
+            region = self.context.home_region.copy()
+            allocation = np.zeros((record.n_users, len(RESOURCES)))
+            held = np.zeros(len(self.catalogue))
+        else:
+            region, allocation = state.region.copy(), state.allocation.copy()
+            held = self._held_vcpu(state)
+        load = record.utilisation[min(step, record.n_steps - 1)]
+        return Observed(
+            step=step,
+            lat=record.observed_lat[:, :step],
+            lon=record.observed_lon[:, :step],
+            demand=record.demand[:, :step],
+            latency_ms=latency_ms[:, :step],
+            session_active=record.session_active[:, :step],
+            region=region,
+            allocation=allocation,
+            free_vcpu=self.capacity_vcpu * (1.0 - load) - held,
+        )
+
+    def _held_vcpu(self, state: ServingState) -> np.ndarray:
+        regions = len(self.catalogue)
+        held = np.bincount(state.region, state.allocation[:, 0], minlength=regions)
+        for where, amount in (
+            (state.pending_region, state.pending_allocation[:, 0]),
+            (state.warm_region, state.warm_allocation[:, 0]),
+        ):
+            mask = where != NO_REGION
+            held += np.bincount(where[mask], amount[mask], minlength=regions)
+        return held
+
+    def _measured(self, regions: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """What a probe measures: expected latency from the true position, plus the jitter."""
+        out = np.empty(regions.shape)
+        for column, step in enumerate(range(start, stop)):
+            out[:, column] = self._true_latency(step, regions[:, column])
+        out += self.record.jitter_ms[:, start:stop]
+        out[~self.record.session_active[:, start:stop]] = np.nan
+        return out
+
+    def _true_latency(self, step: int, regions: np.ndarray) -> np.ndarray:
+        return expected_latency(
+            self.record, self.context.latency, self.catalogue.lat, self.catalogue.lon, step, regions
+        )
+
+    def _check(self, decision: Decision, n_users: int) -> None:
+        shape = (n_users, len(RESOURCES))
+        if decision.region.shape != (n_users,) or decision.warm_region.shape != (n_users,):
+            raise ValueError("a decision needs one region and one warm region per user")
+        if decision.allocation.shape != shape or decision.warm_allocation.shape != shape:
+            raise ValueError(f"a decision's allocations must be shaped {shape}")
+        if np.any(decision.allocation < 0) or np.any(decision.warm_allocation < 0):
+            raise ValueError("allocations must be non-negative")
+        regions = len(self.catalogue)
+        if np.any((decision.region < 0) | (decision.region >= regions)):
+            raise ValueError(f"serving regions must lie in [0, {regions})")
+
+    # ----- applying a decision ----------------------------------------------------------------
+
+    def _apply(self, state: ServingState, decision: Decision, t0: float) -> None:
+        self._apply_moves(state, decision, t0)  # first: a move consumes the warm hold it targets
+        self._apply_warm(state, decision, t0)
+        self._apply_scaling(state, decision, t0)
+
+    def _apply_warm(self, state: ServingState, decision: Decision, t0: float) -> None:
+        wanted = decision.warm_region.astype(np.int64).copy()
+        wanted[(wanted == state.region) | (wanted == state.pending_region)] = NO_REGION
+        moved = wanted != state.warm_region
+        state.warm_region[moved] = wanted[moved]
+        state.warm_ready_s[moved] = np.where(wanted[moved] == NO_REGION, np.inf, t0 + self.boot_s)
+        held = wanted != NO_REGION
+        state.warm_allocation[held] = decision.warm_allocation[held]
+        state.warm_allocation[~held] = 0.0
+
+    def _apply_moves(self, state: ServingState, decision: Decision, t0: float) -> None:
+        target = decision.region.astype(np.int64)
+        cancelled = (target == state.region) & (state.pending_region != NO_REGION)
+        state.pending_region[cancelled] = NO_REGION
+        state.pending_ready_s[cancelled] = np.inf
+        retarget = target == state.pending_region
+        state.pending_allocation[retarget] = decision.allocation[retarget]
+        new = (target != state.region) & (target != state.pending_region)
+        from_warm = new & (state.warm_region == target)
+        ready = np.where(from_warm, np.maximum(state.warm_ready_s, t0), t0 + self.boot_s)
+        grow = np.any(decision.allocation > state.warm_allocation, axis=1) & from_warm
+        ready = ready + self.copy_s + np.where(grow, self.scale_s, 0.0)
+        state.pending_region[new] = target[new]
+        state.pending_allocation[new] = decision.allocation[new]
+        state.pending_ready_s[new] = ready[new]
+        state.warm_region[from_warm] = NO_REGION
+        state.warm_allocation[from_warm] = 0.0
+        state.warm_ready_s[from_warm] = np.inf
+
+    def _apply_scaling(self, state: ServingState, decision: Decision, t0: float) -> None:
+        in_place = decision.region.astype(np.int64) == state.region
+        wanted = np.where(in_place[:, None], decision.allocation, state.allocation)
+        state.allocation = np.minimum(state.allocation, wanted)
+        grow = np.any(wanted > state.allocation, axis=1)
+        start = grow & ~np.isfinite(state.scale_ready_s)
+        state.scale_ready_s[start] = t0 + self.scale_s
+        state.scale_ready_s[~grow] = np.inf
+        state.scale_target = wanted
+
+    # ----- accounting -------------------------------------------------------------------------
+
+    def _account(self, state: ServingState, step: int, t0: float, metrics: MetricsAccumulator):
+        record = self.record
+        tick_starts = t0 + self.tick_s * np.arange(self.ticks)  # (ticks,)
+        moved = state.pending_ready_s[:, None] <= tick_starts[None, :]  # (users, ticks)
+        scaled = state.scale_ready_s[:, None] <= tick_starts[None, :]
+        region = np.where(moved, state.pending_region[:, None], state.region[:, None])
+        in_place = np.where(
+            scaled[..., None], state.scale_target[:, None, :], state.allocation[:, None, :]
+        )
+        allocation = np.where(moved[..., None], state.pending_allocation[:, None, :], in_place)
+        latency = np.stack(
+            [self._true_latency(step, region[:, k]) for k in range(self.ticks)], axis=1
+        )
+        booting = (state.pending_region != NO_REGION)[:, None] & ~moved
+        idle = np.where(booting[..., None], state.pending_allocation[:, None, :], 0.0)
+        idle_cost = np.zeros(idle.shape[:2])
+        pending = np.maximum(state.pending_region, 0)
+        idle_cost += np.einsum("utr,ur->ut", idle, self.prices[pending])
+        warm = state.warm_region != NO_REGION
+        warm_alloc = np.where(warm[:, None], state.warm_allocation, 0.0)
+        warm_cost = (warm_alloc * self.prices[np.maximum(state.warm_region, 0)]).sum(axis=1)
+        metrics.add(
+            active=record.session_active[:, step],
+            demand=record.demand[:, step],
+            latency_ms=latency,
+            allocation=allocation,
+            served_cost_per_hour=np.einsum("utr,utr->ut", allocation, self.prices[region]),
+            idle_vcpu=idle[..., 0] + warm_alloc[:, 0:1],
+            idle_cost_per_hour=idle_cost + warm_cost[:, None],
+        )
+
+    def _complete(self, state: ServingState, t_end: float, metrics: MetricsAccumulator):
+        """Commit the changes that completed within the interval; the serving regions at its end."""
+        done = state.pending_ready_s <= t_end
+        state.region[done] = state.pending_region[done]
+        state.allocation[done] = state.pending_allocation[done]
+        state.scale_target[done] = state.pending_allocation[done]
+        state.scale_ready_s[done] = np.inf
+        state.pending_region[done] = NO_REGION
+        state.pending_ready_s[done] = np.inf
+        metrics.migrations += int(done.sum())
+        scaled = state.scale_ready_s <= t_end
+        state.allocation[scaled] = state.scale_target[scaled]
+        state.scale_ready_s[scaled] = np.inf
+        return state.region.copy()
+
+
+def lead_steps(seconds: float, interval_seconds: float) -> int:
+    """Whole intervals needed to cover ``seconds`` of delay."""
+    return max(0, math.ceil(seconds / interval_seconds))

@@ -1,0 +1,84 @@
+"""Closed-loop evaluation: the same world, served by each policy in turn (``prewarm evaluate``).
+
+A world is simulated over ``settings.evaluation.train_days`` days of history followed by the
+evaluation range; policies see the history and, step by step, what monitoring records of the
+evaluation range, while the engine accounts every user-minute against the truth. Results are a
+deterministic function of the arguments and the settings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from core.latency import LatencyModel
+from core.settings import Settings, get_settings
+from simulation.eval_engine import Engine
+from simulation.eval_policy import PolicyContext
+from simulation.eval_record import WorldRecord, record_world
+from simulation.policies import POLICIES
+from simulation.world import World, WorldConfig
+
+RESULTS_FILE = "results.json"
+
+
+def evaluate(
+    users: int,
+    days: int,
+    seed: int,
+    policies: Sequence[str],
+    out: Path | None = None,
+    settings: Settings | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Evaluate ``policies`` on a world of ``users`` over ``days`` days after the training range.
+
+    Returns ``{"policies": {name: metrics}}`` and, with ``out``, writes it to
+    ``out/results.json`` (DESIGN.md section 4). Unknown policy names raise ValueError.
+    """
+    settings = settings if settings is not None else get_settings()
+    unknown = [name for name in policies if name not in POLICIES]
+    if unknown or not policies:
+        raise ValueError(f"unknown or no policies {unknown}; known: {', '.join(POLICIES)}")
+    train_days = settings.evaluation.train_days
+    world = World(WorldConfig(users=users, days=train_days + days, seed=seed), settings)
+    latency = LatencyModel(settings.latency)
+    record = record_world(world, latency)
+    context = _context(world, record, latency, settings, train_days)
+    engine = Engine(context, record, settings)
+    results: dict = {"policies": {}}
+    for name in policies:
+        if progress is not None:
+            progress(name)
+        policy = POLICIES[name](context, record)
+        results["policies"][name] = engine.run(policy)
+    if out is not None:
+        write_results(results, out)
+    return results
+
+
+def _context(
+    world: World, record: WorldRecord, latency: LatencyModel, settings: Settings, train_days: int
+) -> PolicyContext:
+    steps_per_hour = 60 // world.interval_minutes
+    return PolicyContext(
+        settings=settings,
+        catalogue=world.catalogue,
+        latency=latency,
+        home_region=world.home_region.astype("int64"),
+        first_step=train_days * 24 * steps_per_hour,
+        steps_per_hour=steps_per_hour,
+        interval_seconds=world.interval_minutes * 60.0,
+        utilisation=record.utilisation,
+    )
+
+
+def write_results(results: dict, out: Path) -> Path:
+    """Write ``results`` as ``out/results.json`` (atomically: a killed run leaves no half file)."""
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / RESULTS_FILE
+    partial = target.with_suffix(".json.partial")
+    partial.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    partial.replace(target)
+    return target

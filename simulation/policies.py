@@ -1,0 +1,186 @@
+"""The serving policies the closed-loop evaluation compares (see ``simulation.evaluate``).
+
+- ``static``: every user stays in their home region, allocated their historical p95 + headroom;
+- ``reactive``: a competent reactive autoscaler: two consecutive intervals of measured latency
+  above the SLO move the user (cold) to the region with the lowest probed latency that has
+  capacity; allocations are the p95 of the last 24 hours' usage + headroom, scaled up in place
+  when demand exceeds them;
+- ``oracle``: perfect knowledge of future position and demand, paying the same delays: it holds
+  warm capacity a boot ahead of each move and sizes allocations to the coming demand.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+
+from core.latency import great_circle_km
+from simulation.eval_engine import lead_steps
+from simulation.eval_policy import NO_REGION, RESOURCES, Decision, Observed, PolicyContext
+from simulation.eval_record import WorldRecord, expected_latency
+
+
+def _active_quantile(demand: np.ndarray, active: np.ndarray, q: float) -> np.ndarray:
+    """Per-user quantile ``q`` of demand over active intervals: (users, resources); 0 if none."""
+    values = np.where(active[..., None], demand, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # users without an active interval
+        out = np.nanquantile(values, q, axis=1)
+    return np.nan_to_num(out, nan=0.0)
+
+
+def _no_warm(n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full(n_users, NO_REGION, dtype=np.int64), np.zeros((n_users, len(RESOURCES)))
+
+
+class StaticPolicy:
+    """Home region, allocation at the training range's p95 of active demand + headroom."""
+
+    name = "static"
+
+    def __init__(self, context: PolicyContext) -> None:
+        self.context = context
+        self.allocation: np.ndarray | None = None
+
+    def decide(self, step: int, observed: Observed) -> Decision:
+        """The same decision at every step, sized once from the history before evaluation."""
+        if self.allocation is None:
+            quantile = self.context.settings.evaluation.allocation_quantile
+            headroom = 1.0 + self.context.settings.placement.headroom
+            p95 = _active_quantile(observed.demand, observed.session_active, quantile)
+            self.allocation = p95 * headroom
+        warm_region, warm_allocation = _no_warm(len(self.context.home_region))
+        return Decision(
+            self.context.home_region.copy(), self.allocation, warm_region, warm_allocation
+        )
+
+
+class ReactivePolicy:
+    """Follows measured latency and usage after the fact (see the module docstring)."""
+
+    name = "reactive"
+
+    def __init__(self, context: PolicyContext) -> None:
+        self.context = context
+        settings = context.settings
+        self.threshold_ms = settings.latency_slo_ms
+        self.consecutive = settings.evaluation.reactive_consecutive_intervals
+        self.headroom = 1.0 + settings.placement.headroom
+        self.window = settings.evaluation.reactive_window_hours * context.steps_per_hour
+        self.quantile = settings.evaluation.allocation_quantile
+        self.target: np.ndarray | None = None
+        self.allocation: np.ndarray | None = None
+
+    def decide(self, step: int, observed: Observed) -> Decision:
+        """Move users whose latency stayed above threshold; size to recent usage, grow on demand.
+
+        The size is recomputed hourly from the last 24 hours; a scale-up holds until then.
+        """
+        if self.target is None:
+            self.target = observed.region.copy()
+        if (
+            self.allocation is None
+            or (step - self.context.first_step) % self.context.steps_per_hour == 0
+        ):
+            recent = slice(max(0, step - self.window), step)
+            self.allocation = self.headroom * _active_quantile(
+                observed.demand[:, recent], observed.session_active[:, recent], self.quantile
+            )
+        last = observed.demand[:, -1]
+        short = np.any(last > observed.allocation, axis=1)
+        self.allocation[short] = np.maximum(self.allocation[short], last[short] * self.headroom)
+        allocation = self.allocation.copy()
+        self._move(observed, allocation)
+        warm_region, warm_allocation = _no_warm(len(self.target))
+        return Decision(self.target.copy(), allocation, warm_region, warm_allocation)
+
+    def _move(self, observed: Observed, allocation: np.ndarray) -> None:
+        recent = observed.latency_ms[:, -self.consecutive :]
+        slow = (recent.shape[1] == self.consecutive) & np.all(recent > self.threshold_ms, axis=1)
+        for user in np.flatnonzero(slow):
+            position = _last_position(observed, user)
+            if position is None:
+                continue
+            probes = self._probes(position, observed.step)
+            room = observed.free_vcpu >= allocation[user, 0]
+            probes[~room] = np.inf
+            best = int(np.argmin(probes))
+            if np.isfinite(probes[best]) and best != observed.region[user]:
+                self.target[user] = best
+
+    def _probes(self, position: tuple[float, float], step: int) -> np.ndarray:
+        """Latency a client at ``position`` measures to every region (its probes)."""
+        catalogue = self.context.catalogue
+        distance = great_circle_km(position[0], position[1], catalogue.lat, catalogue.lon)
+        load = self.context.utilisation[min(step, len(self.context.utilisation) - 1)]
+        return self.context.latency.expected_ms(distance, load)
+
+
+def _last_position(observed: Observed, user: int) -> tuple[float, float] | None:
+    known = np.flatnonzero(np.isfinite(observed.lat[user]))
+    if known.size == 0:
+        return None
+    last = known[-1]
+    return float(observed.lat[user, last]), float(observed.lon[user, last])
+
+
+class OraclePolicy:
+    """Knows every user's true future position and demand; pays the same delays and prices."""
+
+    name = "oracle"
+
+    def __init__(self, context: PolicyContext, record: WorldRecord) -> None:
+        self.context = context
+        self.record = record
+        interval = context.interval_seconds
+        self.boot_lead = lead_steps(context.settings.provisioning.cold_boot_seconds, interval) + 1
+        self.wanted = self._plan_regions()
+
+    def _plan_regions(self) -> np.ndarray:
+        """Region per user and step: stay while under the SLO, else the lowest-latency region."""
+        record, context = self.record, self.context
+        slo = context.settings.latency_slo_ms
+        all_regions = np.arange(len(context.catalogue))[None, :].repeat(record.n_users, axis=0)
+        wanted = np.empty((record.n_users, record.n_steps), dtype=np.int64)
+        current = context.home_region.astype(np.int64).copy()
+        for step in range(record.n_steps):
+            latency = expected_latency(
+                record, context.latency, context.catalogue.lat, context.catalogue.lon, step,
+                all_regions,
+            )  # fmt: skip
+            here = latency[np.arange(record.n_users), current]
+            move = record.session_active[:, step] & (here > slo)
+            current = np.where(move, np.argmin(latency, axis=1), current)
+            wanted[:, step] = current
+        return wanted
+
+    def decide(self, step: int, observed: Observed) -> Decision:
+        """Serve where needed now; hold warm where needed a boot from now; size to true demand."""
+        last = self.record.n_steps - 1
+        demand = self.record.demand
+        region = self.wanted[:, step]
+        allocation = np.maximum(demand[:, step], demand[:, min(step + 1, last)])
+        ahead = min(step + self.boot_lead, last)
+        upcoming = self.wanted[:, step + 1 : ahead + 1]
+        if upcoming.shape[1] == 0:
+            upcoming = region[:, None]
+        moves = upcoming != region[:, None]
+        has_move = moves.any(axis=1)
+        first_move = np.argmax(moves, axis=1)
+        users = np.arange(len(region))
+        warm_region = np.where(has_move, upcoming[users, first_move], NO_REGION)
+        at = np.minimum(step + 1 + first_move, last)
+        warm_allocation = np.maximum(demand[users, at], demand[users, np.minimum(at + 1, last)])
+        warm_allocation = np.where(has_move[:, None], warm_allocation, 0.0)
+        return Decision(region.copy(), allocation, warm_region.astype(np.int64), warm_allocation)
+
+
+PolicyFactory = Callable[[PolicyContext, WorldRecord], object]
+
+POLICIES: dict[str, PolicyFactory] = {
+    "static": lambda context, _record: StaticPolicy(context),
+    "reactive": lambda context, _record: ReactivePolicy(context),
+    "oracle": OraclePolicy,
+}
