@@ -241,12 +241,16 @@ class LstmForecaster:
 
     def _scaler_for(self, history: Panel) -> Scaler:
         """Training scalers for known series; scalers fitted on ``history`` for new ones."""
-        own = fit_scaler(history.values)
         known = pd.Index(self.series_ids).get_indexer(list(history.series_ids))
         seen = known >= 0
-        loc, scale = own.loc.copy(), own.scale.copy()
+        resources = history.values.shape[2]
+        loc = np.empty((history.n_series, resources), np.float32)
+        scale = np.empty((history.n_series, resources), np.float32)
         loc[seen] = self.scaler.loc[known[seen]]
         scale[seen] = self.scaler.scale[known[seen]]
+        if not seen.all():  # fitting is the slow part of predicting: only for new series
+            own = fit_scaler(history.values[~seen])
+            loc[~seen], scale[~seen] = own.loc, own.scale
         return Scaler(loc, scale)
 
     def _cold_start(self, history: Panel) -> np.ndarray:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter as Tally
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, values
 
 from serving.router.models import ProbeResult
 
@@ -13,6 +15,10 @@ class RouterMetrics:
     """Counters and gauges served at GET /metrics."""
 
     def __init__(self) -> None:
+        with _in_process_values():
+            self._create()
+
+    def _create(self) -> None:
         self.registry = CollectorRegistry()
         self.probes = Counter(
             "prewarm_router_probes",
@@ -66,3 +72,19 @@ class RouterMetrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+@contextmanager
+def _in_process_values() -> Iterator[None]:
+    """Metrics created here keep their values in this object, whatever the environment says.
+
+    Importing Feast sets PROMETHEUS_MULTIPROC_DIR, which switches prometheus_client to values
+    shared by metric name across every registry of the process; each app's metrics must be
+    its own (and tests create many apps in one process).
+    """
+    shared = values.ValueClass
+    values.ValueClass = values.MutexValue
+    try:
+        yield
+    finally:
+        values.ValueClass = shared
