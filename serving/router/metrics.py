@@ -15,41 +15,37 @@ class RouterMetrics:
     """Counters and gauges served at GET /metrics."""
 
     def __init__(self) -> None:
-        with _in_process_values():
-            self._create()
-
-    def _create(self) -> None:
         self.registry = CollectorRegistry()
-        self.probes = Counter(
+        self.probes = _Counter(
             "prewarm_router_probes",
             "Probes received, by outcome (accepted, rejected) and rejection reason.",
             ["outcome", "reason"],
             registry=self.registry,
         )
-        self.decisions = Counter(
+        self.decisions = _Counter(
             "prewarm_router_decisions",
             "Routing decisions, by action (stay, switch) and reason code.",
             ["action", "code"],
             registry=self.registry,
         )
-        self.switchovers = Counter(
+        self.switchovers = _Counter(
             "prewarm_router_switchovers",
             "Switchover intents recorded, by the rule that fired.",
             ["code"],
             registry=self.registry,
         )
-        self.config_version = Gauge(
+        self.config_version = _Gauge(
             "prewarm_router_config_version",
             "Version of the routing config in force (0: none).",
             registry=self.registry,
         )
-        self.config_pushes = Counter(
+        self.config_pushes = _Counter(
             "prewarm_router_config_pushes",
             "Config pushes, by outcome (accepted, unchanged, rejected) and reason.",
             ["outcome", "reason"],
             registry=self.registry,
         )
-        self.rollbacks = Counter(
+        self.rollbacks = _Counter(
             "prewarm_router_config_rollbacks",
             "Config rollbacks, by outcome (accepted, rejected).",
             ["outcome"],
@@ -74,9 +70,25 @@ class RouterMetrics:
         return generate_latest(self.registry)
 
 
+class _Counter(Counter):
+    """A Counter whose values (its labelled children's too) live in this object."""
+
+    def _metric_init(self) -> None:
+        with _in_process_values():
+            super()._metric_init()
+
+
+class _Gauge(Gauge):
+    """A Gauge whose values live in this object."""
+
+    def _metric_init(self) -> None:
+        with _in_process_values():
+            super()._metric_init()
+
+
 @contextmanager
 def _in_process_values() -> Iterator[None]:
-    """Metrics created here keep their values in this object, whatever the environment says.
+    """Metrics initialised here keep their values in memory, whatever the environment says.
 
     Importing Feast sets PROMETHEUS_MULTIPROC_DIR, which switches prometheus_client to values
     shared by metric name across every registry of the process; each app's metrics must be
