@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +18,6 @@ from serving.provisioning.manager import PreAllocationManager
 from tests.serving.provisioning.aws_moto import moto_ec2, moto_server  # noqa: F401 (fixtures)
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
-PG_ADMIN = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
 
 
 def plan_frame(
@@ -91,23 +89,3 @@ def manager(settings: Settings, clock: ManualClock) -> Iterator[PreAllocationMan
     yield built
     built.ledger.dispose()
     built.provider.dispose()
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A uniquely named, empty PostgreSQL database on 127.0.0.1:5432, dropped afterwards."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        admin = psycopg2.connect(connect_timeout=2, **PG_ADMIN)
-    except psycopg2.OperationalError as error:
-        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432: {error}")
-    admin.autocommit = True
-    name = f"prewarm_test_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from serving.router.models import Allocation, RoutingConfig, Thresholds
 from serving.router.redis_store import RedisRouterStore
 from serving.router.sqlite_store import SqliteRouterStore
 from serving.router.store import RouterStore
+from tests.conftest import REDIS_URL
 
 with warnings.catch_warnings():
     # Starlette now asks for the httpx2 package, which this project does not pin; the
@@ -28,7 +28,6 @@ with warnings.catch_warnings():
 
 __all__ = ["TestClient"]
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 EAST, WEST, EUROPE = "aws-us-east-1", "aws-us-west-2", "aws-eu-west-1"
@@ -63,23 +62,6 @@ def settings(isolated_home: Path) -> Settings:
     """Settings on this test's own PREWARM_HOME."""
     return Settings(home=isolated_home)
 
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    """A unique router key prefix in the local Redis; every key under it is deleted afterwards."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"Redis is not reachable at {REDIS_URL}")
-    prefix = f"prewarm-test:{uuid.uuid4().hex[:12]}:router:"
-    yield prefix
-    leftover = list(client.scan_iter(match=f"{prefix}*"))
-    if leftover:
-        client.delete(*leftover)
-    client.close()
 
 
 @pytest.fixture(params=["sqlite", "redis"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -319,26 +318,6 @@ def test_migrations_work_on_redis_session_stores(
     assert world.sessions["aws-eu-west-1"].get("u2").data == b"two"
     assert world.sessions[EAST].list() == []
 
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A uniquely named, empty PostgreSQL database on 127.0.0.1:5432, dropped afterwards."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    admin_dsn = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
-    try:
-        admin = psycopg2.connect(connect_timeout=2, **admin_dsn)
-    except psycopg2.OperationalError as error:
-        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432: {error}")
-    admin.autocommit = True
-    name = f"prewarm_test_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def test_the_journal_works_on_postgresql(make_world: WorldFactory, pg_url: str) -> None:

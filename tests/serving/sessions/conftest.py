@@ -12,13 +12,13 @@ from serving.sessions.redis_store import RedisSessionStore
 from serving.sessions.s3_store import S3SessionStore
 from serving.sessions.sql_store import SqlSessionStore
 from serving.sessions.store import SessionStore
+from tests.conftest import REDIS_URL
 from tests.serving.provisioning.aws_moto import (  # noqa: F401 (fixture)
     FAKE_CREDENTIALS,
     moto_server,
     shared_session,
 )
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 REGION = "aws-eu-west-1"
 
 StoreFactory = Callable[[str], SessionStore]
@@ -29,23 +29,6 @@ def settings() -> Settings:
     """This test's settings (its own PREWARM_HOME)."""
     return get_settings()
 
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    """A unique key prefix in the local Redis; every key under it is deleted afterwards."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"Redis is not reachable at {REDIS_URL}")
-    prefix = f"prewarm-test:{uuid.uuid4().hex[:12]}:"
-    yield prefix
-    leftover = list(client.scan_iter(match=f"{prefix}*"))
-    if leftover:
-        client.delete(*leftover)
-    client.close()
 
 
 @pytest.fixture
