@@ -43,6 +43,7 @@ from serving.provisioning.provider import (
     ProviderError,
     ProviderResource,
     ProvisionRequest,
+    ResourceSpec,
 )
 from serving.provisioning.reconcile import ReconcileReport, find_drift
 from serving.provisioning.states import CLOSING, HOLDING, LIVE, check_transition
@@ -243,17 +244,8 @@ class PreAllocationManager:
         )
         if current.state != "provisioning":
             return current, None  # another process took it on (or released it) meanwhile
-        request = ProvisionRequest(
-            reservation_id=current.reservation_id,
-            idempotency_key=current.idempotency_key,
-            user_id=current.user_id,
-            region=current.region,
-            spec=current.warm_spec,
-            expires_at=current.expires_at,
-            warm=True,
-        )
         try:
-            resources = self.provider.provision(request)
+            resources = self.provider.provision(_request(current, current.warm_spec, warm=True))
         except CapacityError as error:
             return self._fail(current, now, f"no capacity: {error}"), "no_capacity"
         except ProviderError as error:
@@ -437,17 +429,8 @@ class PreAllocationManager:
             current, problem = self._bring_up(current, now)
             return current.reason if problem else None
         # active: the user is being served, so it comes back at its full allocation
-        request = ProvisionRequest(
-            reservation_id=reservation.reservation_id,
-            idempotency_key=reservation.idempotency_key,
-            user_id=reservation.user_id,
-            region=reservation.region,
-            spec=reservation.spec,
-            expires_at=reservation.expires_at,
-            warm=False,
-        )
         try:
-            resources = self.provider.provision(request)
+            resources = self.provider.provision(_request(reservation, reservation.spec, warm=False))
         except ProviderError as error:
             self.ledger.note(
                 reservation.reservation_id, now, f"reconcile: re-request failed: {error}"
@@ -461,3 +444,16 @@ class PreAllocationManager:
             "its full allocation",
         )
         return None
+
+
+def _request(reservation: Reservation, spec: ResourceSpec, warm: bool) -> ProvisionRequest:
+    """What the provider is asked to hold for ``reservation`` (its idempotency key included)."""
+    return ProvisionRequest(
+        reservation_id=reservation.reservation_id,
+        idempotency_key=reservation.idempotency_key,
+        user_id=reservation.user_id,
+        region=reservation.region,
+        spec=spec,
+        expires_at=reservation.expires_at,
+        warm=warm,
+    )
