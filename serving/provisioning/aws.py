@@ -119,11 +119,12 @@ class AwsProvider:
         ec2 = self.client(region)
         with _translated_errors(f"provision {request.reservation_id} in {region}"):
             held = self._holding(ec2, region, request.reservation_id)
-            if held.terminated and not held.instances:
+            if held.terminated and not held.instances and request.attempt == 0:
                 reason = held.terminated[-1].get("StateReason", {}).get("Message", "released")
                 raise ProviderError(
                     f"reservation {request.reservation_id} was released or its instance died "
-                    f"({reason}); provision again under a new reservation id and idempotency key"
+                    f"({reason}); the reconciler re-requests a live reservation it lost "
+                    "(attempt > 0), anything else needs a new reservation id and idempotency key"
                 )
             interface = _first(held.interfaces) or self._create_interface(
                 ec2, request, placement, tags
@@ -299,7 +300,9 @@ class AwsProvider:
             SubnetId=placement.subnet_id,
             Groups=[placement.security_group_id],
             Description=f"prewarm reservation {request.reservation_id}",
-            ClientToken=aws_tags.client_token(request.idempotency_key, "network"),
+            ClientToken=aws_tags.client_token(
+                request.idempotency_key, "network", request.attempt
+            ),
             TagSpecifications=[aws_tags.tag_specification("network-interface", tags, "network")],
         )["NetworkInterface"]
         log.info("created %s for %s", interface["NetworkInterfaceId"], request.reservation_id)
@@ -319,7 +322,9 @@ class AwsProvider:
             InstanceType=instance_type.name,
             MinCount=1,
             MaxCount=1,
-            ClientToken=aws_tags.client_token(request.idempotency_key, "compute"),
+            ClientToken=aws_tags.client_token(
+                request.idempotency_key, "compute", request.attempt
+            ),
             NetworkInterfaces=[
                 {"DeviceIndex": 0, "NetworkInterfaceId": interface["NetworkInterfaceId"]}
             ],
@@ -356,7 +361,9 @@ class AwsProvider:
             VolumeType="gp3",
             Iops=shape.iops,
             Throughput=shape.throughput_mibps,
-            ClientToken=aws_tags.client_token(request.idempotency_key, "storage"),
+            ClientToken=aws_tags.client_token(
+                request.idempotency_key, "storage", request.attempt
+            ),
             TagSpecifications=[aws_tags.tag_specification("volume", tags, "storage")],
         )
         log.info("created %s for %s", volume["VolumeId"], request.reservation_id)

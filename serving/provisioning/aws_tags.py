@@ -98,6 +98,11 @@ def filters(reservation_id: str | None = None, kind: str | None = None) -> list[
     return [{"Name": f"tag:{k}", "Values": [v]} for k, v in wanted.items() if v is not None]
 
 
-def client_token(idempotency_key: str, kind: Kind) -> str:
-    """A ``ClientToken`` (at most 64 ASCII characters) derived from the idempotency key."""
-    return hashlib.sha256(f"prewarm/{kind}/{idempotency_key}".encode()).hexdigest()
+def client_token(idempotency_key: str, kind: Kind, attempt: int = 0) -> str:
+    """A ``ClientToken`` (at most 64 ASCII characters) derived from the idempotency key.
+
+    Each re-request ``attempt`` after a loss gets its own token: EC2 would answer a reused token
+    with the resource it created the first time, which is the one that was lost.
+    """
+    suffix = f"/{attempt}" if attempt else ""
+    return hashlib.sha256(f"prewarm/{kind}/{idempotency_key}{suffix}".encode()).hexdigest()

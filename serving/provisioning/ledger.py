@@ -468,6 +468,15 @@ class Ledger:
         with self.engine.begin() as conn:
             return self._warm_spend(conn)
 
+    def count_journal(self, reservation_id: str, reason_prefix: str) -> int:
+        """How many journal entries of the reservation have a reason starting with the prefix."""
+        query = select(func.count()).where(
+            journal.c.reservation_id == reservation_id,
+            journal.c.reason.startswith(reason_prefix, autoescape=True),
+        )
+        with self.engine.begin() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def journal(self, reservation_id: str | None = None) -> list[JournalEntry]:
         """Every state change, oldest first; of one reservation when an id is given."""
         query = select(journal).order_by(journal.c.entry_id)

@@ -45,7 +45,7 @@ from serving.provisioning.provider import (
     ProvisionRequest,
     ResourceSpec,
 )
-from serving.provisioning.reconcile import ReconcileReport, find_drift
+from serving.provisioning.reconcile import REREQUESTED, ReconcileReport, find_drift
 from serving.provisioning.states import CLOSING, HOLDING, LIVE, check_transition
 
 Outcome = Literal["created", "existing", "over_budget", "no_capacity", "failed", "invalid"]
@@ -227,12 +227,12 @@ class PreAllocationManager:
     # -- bringing capacity up ----------------------------------------------------------------
 
     def _bring_up(
-        self, reservation: Reservation, now: datetime
+        self, reservation: Reservation, now: datetime, attempt: int = 0
     ) -> tuple[Reservation, Outcome | None]:
         """Ask the provider for a requested/provisioning reservation; record what it holds.
 
         Returns the reservation afterwards and, when the provider refused, the outcome that
-        says why (``no_capacity`` or ``failed``).
+        says why (``no_capacity`` or ``failed``). ``attempt`` counts the reconciler's re-requests.
         """
         current, _ = self.ledger.try_transition(
             reservation.reservation_id,
@@ -245,7 +245,9 @@ class PreAllocationManager:
         if current.state != "provisioning":
             return current, None  # another process took it on (or released it) meanwhile
         try:
-            resources = self.provider.provision(_request(current, current.warm_spec, warm=True))
+            resources = self.provider.provision(
+                _request(current, current.warm_spec, warm=True, attempt=attempt)
+            )
         except CapacityError as error:
             return self._fail(current, now, f"no capacity: {error}"), "no_capacity"
         except ProviderError as error:
@@ -411,42 +413,48 @@ class PreAllocationManager:
         return report
 
     def _rerequest(self, reservation: Reservation, now: datetime) -> str | None:
-        """Ask the provider again, with the same key, for what a live reservation should hold."""
-        if reservation.state in {"requested", "provisioning"}:
-            current, problem = self._bring_up(reservation, now)
-            return current.reason if problem else None
-        if reservation.state == "warm":
+        """Ask the provider again, with the same key, for what a live reservation should hold.
+
+        A reservation whose recorded resources the provider no longer holds was lost: that is
+        journaled as a re-request first, and the number of such entries is the ``attempt`` the
+        provider gets, so that a replacement is never mistaken for a retry of the lost original.
+        An active reservation comes back at its full allocation (its user is being served).
+        """
+        rid = reservation.reservation_id
+        current = reservation
+        if current.state == "warm":
             current, moved = self.ledger.try_transition(
-                reservation.reservation_id,
+                rid,
                 "provisioning",
                 now,
-                "reconcile: the provider does not hold this warm reservation; re-requested",
+                f"{REREQUESTED}: the provider does not hold this warm reservation",
                 from_states={"warm"},
                 ready_at=None,
             )
             if not moved:
                 return None
-            current, problem = self._bring_up(current, now)
-            return current.reason if problem else None
-        # active: the user is being served, so it comes back at its full allocation
-        try:
-            resources = self.provider.provision(_request(reservation, reservation.spec, warm=False))
-        except ProviderError as error:
-            self.ledger.note(
-                reservation.reservation_id, now, f"reconcile: re-request failed: {error}"
+        elif self.ledger.recorded_kinds([rid]):
+            current = self.ledger.note(
+                rid, now, f"{REREQUESTED}: the provider lost this {current.state} reservation"
             )
+        attempt = self.ledger.count_journal(rid, REREQUESTED)
+        if current.state != "active":
+            current, problem = self._bring_up(current, now, attempt)
+            return current.reason if problem else None
+        try:
+            resources = self.provider.provision(
+                _request(current, current.spec, warm=False, attempt=attempt)
+            )
+        except ProviderError as error:
+            self.ledger.note(rid, now, f"reconcile: re-request failed: {error}")
             return str(error)
-        self.ledger.record_resources(reservation.reservation_id, resources, now)
-        self.ledger.note(
-            reservation.reservation_id,
-            now,
-            "reconcile: the provider does not hold this active reservation; re-requested at "
-            "its full allocation",
-        )
+        self.ledger.record_resources(rid, resources, now)
         return None
 
 
-def _request(reservation: Reservation, spec: ResourceSpec, warm: bool) -> ProvisionRequest:
+def _request(
+    reservation: Reservation, spec: ResourceSpec, warm: bool, attempt: int = 0
+) -> ProvisionRequest:
     """What the provider is asked to hold for ``reservation`` (its idempotency key included)."""
     return ProvisionRequest(
         reservation_id=reservation.reservation_id,
@@ -456,4 +464,5 @@ def _request(reservation: Reservation, spec: ResourceSpec, warm: bool) -> Provis
         spec=spec,
         expires_at=reservation.expires_at,
         warm=warm,
+        attempt=attempt,
     )

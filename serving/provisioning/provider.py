@@ -56,6 +56,10 @@ class ProvisionRequest:
     spec: ResourceSpec
     expires_at: datetime
     warm: bool = True
+    attempt: int = 0
+    """0 for the first request; n for the reconciler's n-th re-request of a reservation whose
+    resources the provider lost, so that a cloud API that deduplicates creation by token (EC2's
+    ``ClientToken``) creates replacements instead of answering with the lost originals."""
 
 
 @dataclass(frozen=True)

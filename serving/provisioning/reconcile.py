@@ -8,7 +8,8 @@ Three kinds of drift, each with its repair (applied by ``PreAllocationManager.re
 - missing: a live reservation (requested, provisioning, warm, active) that the provider does
   not fully hold, or whose resources were never recorded, is re-requested with the same
   idempotency key (the provider returns what it already holds for that key, so this never
-  duplicates);
+  duplicates); a warm or active one it lost is journaled as a re-request, and their count is the
+  request's ``attempt``, so that a provider deduplicating by token creates replacements;
 - closing: reservations left in ``releasing`` or ``expired`` by an interrupted release are
   taken on to ``released``.
 
@@ -25,6 +26,9 @@ from dataclasses import dataclass, field
 from serving.provisioning.ledger import Reservation
 from serving.provisioning.provider import ProviderResource
 from serving.provisioning.states import CLOSING, LIVE
+
+REREQUESTED = "reconcile: re-requested"
+"""How the journal entry of a re-request after a loss begins (they are counted as attempts)."""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -11,13 +12,18 @@ import pytest
 from core.regions import load_regions
 from core.settings import get_settings
 from serving.provisioning.aws_tags import as_dict
+from serving.provisioning.clock import ManualClock
+from serving.provisioning.ledger import Ledger
+from serving.provisioning.manager import PreAllocationManager
 from serving.provisioning.provider import (
     CapacityError,
     ProviderError,
     ProvisionRequest,
     ResourceSpec,
 )
+from serving.provisioning.reconcile import REREQUESTED
 from tests.serving.provisioning.aws_moto import MotoEc2
+from tests.serving.provisioning.conftest import T0, plan_frame
 
 EXPIRES = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
 WARM_SPEC = ResourceSpec(cpu_cores=1, ram_gb=2, storage_iops=3000, network_mbps=100)
@@ -231,3 +237,50 @@ def test_ec2_calls_retry_adaptively_up_to_the_configured_attempts(
 
     assert client.meta.config.retries["mode"] == "adaptive"
     assert len(attempts) == 2
+
+
+def test_an_instance_lost_outside_prewarm_is_replaced_only_on_a_re_request(
+    moto_ec2: MotoEc2,
+) -> None:
+    provider = moto_ec2.provider()
+    first = {r.kind: r.resource_id for r in provider.provision(request())}
+    ec2 = moto_ec2.client("eu-west-1")
+    ec2.terminate_instances(InstanceIds=[first["compute"]])  # lost: not prewarm's doing
+
+    with pytest.raises(ProviderError, match="released or its instance died"):
+        provider.provision(request())  # a first request never resurrects a key
+    replaced = {r.kind: r.resource_id for r in provider.provision(replace(request(), attempt=1))}
+    again = {r.kind: r.resource_id for r in provider.provision(replace(request(), attempt=1))}
+
+    assert replaced["compute"] != first["compute"]
+    assert replaced["network"] == first["network"]
+    assert replaced["storage"] == first["storage"]
+    assert again == replaced
+    held = moto_ec2.managed("eu-west-1")
+    alive = [i["InstanceId"] for i in held["instances"] if i["State"]["Name"] != "terminated"]
+    assert alive == [replaced["compute"]]
+    [volume] = by_kind(held["volumes"], "storage")
+    assert [a["InstanceId"] for a in volume["Attachments"]] == [replaced["compute"]]
+
+
+def test_the_reconciler_replaces_a_warm_hold_the_cloud_lost(moto_ec2: MotoEc2) -> None:
+    settings = get_settings()
+    clock = ManualClock(T0)
+    manager = PreAllocationManager(Ledger.from_settings(settings), moto_ec2.provider(), settings)
+    [rid] = manager.request_batch(plan_frame(1), T0).outcomes["reservation_id"]
+    manager.reconcile(clock())
+    [lost] = [r.resource_id for r in manager.provider.inventory() if r.kind == "compute"]
+    moto_ec2.client("us-east-1").terminate_instances(InstanceIds=[lost])
+
+    report = manager.reconcile(clock())
+    second = manager.reconcile(clock())
+
+    assert report.missing_rerequested == [rid]
+    assert report.errors == {}
+    computes = [r for r in manager.provider.inventory() if r.kind == "compute"]
+    assert [r.reservation_id for r in computes] == [rid]
+    assert computes[0].resource_id != lost
+    assert manager.ledger.count_journal(rid, REREQUESTED) == 1
+    assert manager.ledger.get(rid).state in {"provisioning", "warm"}
+    assert second.as_dict()["missing_rerequested"] == 0
+    manager.ledger.dispose()
