@@ -137,8 +137,10 @@ def series_tensors(
     ``static`` is (n, 2) role and home-region indices; ``region`` (n, T) region indices, -1
     unknown, or None when the source has no location.
     """
-    n, _, resources = scaled.shape
-    pad = np.full((n, encoder_length, resources), np.nan, dtype=np.float32)
+    n, length, resources = scaled.shape
+    values = np.empty((n, encoder_length + length, resources), dtype=np.float32)
+    values[:, :encoder_length] = np.nan
+    values[:, encoder_length:] = scaled  # one copy, straight into the padded buffer
     hours = pd.date_range(
         times[0] - pd.Timedelta(hours=encoder_length),
         periods=encoder_length + len(times) + horizon,
@@ -149,7 +151,7 @@ def series_tensors(
         unknown = np.full((n, encoder_length), -1, dtype=np.int64)
         padded_region = torch.from_numpy(np.concatenate([unknown, region.astype(np.int64)], 1))
     return SeriesTensors(
-        values=torch.from_numpy(np.concatenate([pad, scaled.astype(np.float32)], axis=1)),
+        values=torch.from_numpy(values),
         calendar=torch.from_numpy(calendar(hours)),
         static=torch.from_numpy(np.asarray(static, dtype=np.int64)),
         region=padded_region,
