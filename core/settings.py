@@ -151,6 +151,14 @@ class FeastSettings(BaseModel):
     online_store: Literal["sqlite", "redis"] = Field(
         "sqlite", description="Online store: SQLite under PREWARM_HOME, or Redis."
     )
+    registry_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of a SQL registry (PostgreSQL in production), shared by "
+        "every process; None: the file registry under PREWARM_HOME/feast.",
+    )
+    registry_cache_ttl_seconds: int = Field(
+        60, ge=0, description="How long a process trusts its cached copy of the SQL registry."
+    )
     redis_connection_string: str = Field(
         "127.0.0.1:6379", description="Redis 'host:port[,db=N]' used when online_store=redis."
     )

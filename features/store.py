@@ -41,7 +41,7 @@ from feast import FeatureService, FeatureStore, OnDemandFeatureView, RepoConfig
 from feast.data_source import PushMode
 from feast.types import Bool, Float64, Int64, String
 
-from core.settings import Settings, get_settings
+from core.settings import FeastSettings, Settings, get_settings
 from features.aggregate import (
     REGION_KEY,
     TIMESTAMP,
@@ -77,7 +77,9 @@ def repo_config(settings: Settings | None = None) -> dict[str, Any]:
 
     Online store: SQLite in the repository folder, or Redis when
     ``settings.feast.online_store == "redis"``; Feast suffixes every Redis key with the project
-    name, so distinct projects share one Redis without touching each other's keys.
+    name, so distinct projects share one Redis without touching each other's keys. Registry: a
+    file in the repository folder, or a SQL database (``settings.feast.registry_url``) that
+    every worker and the feature server share.
     """
     settings = settings if settings is not None else get_settings()
     feast_settings = settings.feast
@@ -94,10 +96,22 @@ def repo_config(settings: Settings | None = None) -> dict[str, Any]:
     return {
         "project": feast_settings.project,
         "provider": "local",
-        "registry": {"registry_type": "file", "path": str(folder / "registry.db")},
+        "registry": _registry(feast_settings, folder),
         "online_store": online,
         "offline_store": {"type": "file"},
         "entity_key_serialization_version": 3,
+    }
+
+
+def _registry(feast_settings: FeastSettings, folder: Path) -> dict[str, Any]:
+    """A file registry in the repository folder, or the SQL registry at ``registry_url``."""
+    if feast_settings.registry_url is None:
+        return {"registry_type": "file", "path": str(folder / "registry.db")}
+    return {
+        "registry_type": "sql",
+        "path": feast_settings.registry_url,
+        "cache_ttl_seconds": feast_settings.registry_cache_ttl_seconds,
+        "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
     }
 
 

@@ -378,3 +378,38 @@ def test_online_round_trip_on_redis(tmp_path: Path, telemetry, redis_project: st
 
     store.teardown()
     assert list(client.scan_iter(match=ours)) == []
+
+
+def test_a_sql_registry_is_shared_by_every_process_that_points_at_it(
+    tmp_path: Path, telemetry, pg_url: str
+) -> None:
+    import sqlalchemy
+
+    writer = scratch_settings(tmp_path / "writer", registry_url=pg_url, project="prewarm_sql")
+    populate(writer, telemetry)
+    # Another home (another worker): nothing applied there, the same registry database.
+    reader = feature_store(
+        scratch_settings(tmp_path / "reader", registry_url=pg_url, project="prewarm_sql")
+    )
+
+    assert reader.config.registry.registry_type == "sql"
+    assert not (repo_path(writer) / "registry.db").exists()
+    registered = {
+        (type(obj).__name__, obj.name)
+        for group in (
+            reader.list_entities(), reader.list_feature_views(),
+            reader.list_on_demand_feature_views(), reader.list_feature_services(),
+        )
+        for obj in group
+    }  # fmt: skip
+    wanted = {
+        (type(obj).__name__, obj.name)
+        for obj in DEFINITIONS
+        if type(obj).__name__ in {"Entity", "FeatureView", "OnDemandFeatureView", "FeatureService"}
+    }
+    assert wanted <= registered
+    engine = sqlalchemy.create_engine(pg_url)
+    with engine.connect() as conn:
+        tables = set(sqlalchemy.inspect(conn).get_table_names())
+    engine.dispose()
+    assert {"feature_views", "feature_services", "entities"} <= tables
