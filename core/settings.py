@@ -561,6 +561,11 @@ class AwsSettings(BaseModel):
         description="AMI, subnet and security group per AWS region (JSON in the environment, "
         'e.g. {"eu-west-1": {"image_id": ..., "subnet_id": ..., "security_group_id": ...}}).',
     )
+    placements_file: Path | None = Field(
+        None,
+        description="A JSON file of more placements in the same form (written by infrastructure "
+        "tooling, or by deploy/moto_bootstrap.py for the local stack); `placements` wins.",
+    )
     instance_types: tuple[AwsInstanceType, ...] = Field(
         default_factory=_instance_type_table,
         description="Types to choose from: the cheapest covering vCPU, RAM and bandwidth wins.",

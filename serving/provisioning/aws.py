@@ -19,10 +19,12 @@ a killed run leaves only tagged resources, which the re-run completes and ``rele
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -233,13 +235,17 @@ class AwsProvider:
         return self._clients[region]
 
     def _placement(self, region: str) -> AwsPlacement:
-        try:
-            return self._aws.placements[region]
-        except KeyError:
+        """The region's placement: ``aws.placements``, else ``aws.placements_file`` (read anew,
+        since the tooling that writes it may run after this process started)."""
+        placement = self._aws.placements.get(region) or read_placements_file(
+            self._aws.placements_file
+        ).get(region)
+        if placement is None:
             raise ProviderError(
                 f"no placement (AMI, subnet, security group) configured for aws region "
-                f"{region!r}: set settings.aws.placements"
-            ) from None
+                f"{region!r}: set settings.aws.placements or settings.aws.placements_file"
+            )
+        return placement
 
     # -- finding what exists ----------------------------------------------------------------
 
@@ -480,6 +486,19 @@ class AwsProvider:
             for i in held.interfaces
         ]
         return resources
+
+
+def read_placements_file(path: Path | None) -> dict[str, AwsPlacement]:
+    """Placements per AWS region from a JSON file; none when there is no file (yet)."""
+    if path is None or not path.exists():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+        return {region: AwsPlacement.model_validate(item) for region, item in raw.items()}
+    except (ValueError, AttributeError) as error:  # JSON or validation errors, a non-object
+        raise ProviderError(
+            f"{path}: not a JSON object of placements per region: {error}"
+        ) from None
 
 
 def _resource(
