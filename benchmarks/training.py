@@ -15,8 +15,12 @@ The issue's bound: the retrain for this size finishes within 15 minutes.
 ``region_travel`` scores the region head against persistence ("stays where they are": the last
 known region) on a separate world of travellers: fitted once, forecasting 24 h from each of the
 last three midnights, top-1 accuracy over hours with a known region, counted three ways: hours
-where the user is truly away at the *target* hour, hours of users away at the forecast
-*origin*, and all hours.
+of users away at the forecast *origin* (a forecast made during travel: the subset chosen on
+what is known when forecasting), all hours, and hours where the user is still away at the
+*target* hour. The last one selects on the outcome: a trip that ended within the horizon is
+left out, so persistence is right there by construction unless the user moved on, and every
+predicted return counts only as an error; it is reported to show what a forecaster that does
+predict returns gives up on trips that go on.
 """
 
 from __future__ import annotations

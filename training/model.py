@@ -10,7 +10,8 @@ loop):
   ones subtract them, so the quantiles never cross;
 - optionally, logits over the region catalogue for where the user will be: free logits plus
   learned weights on copying the last known region, the region 24 h and 168 h before that
-  hour, and the home region.
+  hour, and the home region; the head also reads how long the user has been in their last
+  known region (a trip's elapsed length says whether it is likely to end soon).
 
 The LSTM reads the ``L`` encoder hours in patches of ``patch_hours`` hours, one patch per step
 (8 hours: 21 steps for a week), which makes training several times faster on CPU than one step
@@ -83,6 +84,23 @@ def _last_observed(values: torch.Tensor) -> torch.Tensor:
     return torch.where(observed, steps, -1).amax(dim=1)
 
 
+def _hours_in_last_region(past_region: torch.Tensor) -> torch.Tensor:
+    """Hours (B,) the user has been in their last known region at the end of (B, L) regions.
+
+    Counted back to the last hour known to be elsewhere (hours of unknown region do not end a
+    stay); 0 without any known region, L when every known hour is that region. A trip's
+    elapsed length is what tells whether it is likely to end within the horizon.
+    """
+    length = past_region.shape[1]
+    last_at = _last_observed(past_region)
+    last = past_region.gather(1, last_at.clamp(min=0)[:, None])
+    elsewhere = (past_region >= 0) & (past_region != last)
+    steps = torch.arange(length).view(1, -1)
+    left_at = torch.where(elsewhere, steps, -1).amax(dim=1)
+    hours = (length - 1 - left_at).float()
+    return torch.where(last_at >= 0, hours, torch.zeros_like(hours))
+
+
 class ForecastModule(pl.LightningModule):
     """LSTM encoder with static embeddings, quantile heads for resources and a region head.
 
@@ -148,7 +166,8 @@ class ForecastModule(pl.LightningModule):
             batch_first=True,
         )
         candidates = N_CANDIDATES * n_resources
-        head_inputs = hidden_size + 2 * candidates + 5 * e + (3 * e if with_region_head else 0)
+        region_head_inputs = 3 * e + 1 if with_region_head else 0  # copies + hours there
+        head_inputs = hidden_size + 2 * candidates + 5 * e + region_head_inputs
         self.body = nn.Sequential(
             nn.Linear(head_inputs, head_hidden_size),
             nn.GELU(),
@@ -265,6 +284,9 @@ class ForecastModule(pl.LightningModule):
         if self.region_head is not None:
             copies = self._region_copies(batch)
             parts.append(self.region(self._region_index(copies[..., :3])).flatten(2))
+            there = _hours_in_last_region(batch["past_region"])
+            scaled = torch.log1p(there) / torch.log1p(torch.tensor(float(past.shape[1])))
+            parts.append(scaled.view(batch_size, 1, 1).expand(-1, horizon, 1))
         features = self.body(torch.cat(parts, dim=-1))
 
         out = self.resource_head(features).view(batch_size, horizon, resources, -1)

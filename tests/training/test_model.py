@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from training.model import ForecastModule, pinball_loss, region_loss
+from training.model import ForecastModule, _hours_in_last_region, pinball_loss, region_loss
 
 L, H, R = 48, 12, 4
 N_REGIONS = 5
@@ -139,3 +139,29 @@ def test_rejects_quantiles_without_a_median_and_misfit_patches():
         ForecastModule(quantiles=(0.1, 0.9))
     with pytest.raises(ValueError, match="multiple"):
         ForecastModule(encoder_length=50, patch_hours=8)
+
+
+def test_hours_in_the_last_region_count_back_to_the_last_hour_known_elsewhere():
+    regions = torch.tensor(
+        [
+            [0, 0, 1, 1, 1, 1],  # arrived in region 1 four hours ago
+            [0, 0, 1, -1, -1, 1],  # unknown hours do not end the stay
+            [2, 2, 2, 2, 2, 2],  # there for the whole window
+            [-1, -1, -1, -1, -1, -1],  # nothing known
+            [1, 1, 0, 0, 1, -1],  # back in region 1 for two hours (the last one unknown)
+        ]
+    )
+    assert _hours_in_last_region(regions).tolist() == [4.0, 4.0, 6.0, 0.0, 2.0]
+
+
+def test_the_region_head_reads_how_long_the_user_has_been_away():
+    module = _module(with_region_head=True)
+    # Both windows agree on every hour the encoder and the copies read (the last hour of each
+    # 8-hour patch, 24 h before each target); only the stay in region 2 differs: 2 h or 8 h.
+    short = _batch(region=True)
+    short["past_region"][:] = 0
+    short["past_region"][:, -2:] = 2
+    long = dict(short, past_region=short["past_region"].clone())
+    long["past_region"][:, -8:] = 2
+    with torch.no_grad():
+        assert not torch.allclose(module(short)["region_logits"], module(long)["region_logits"])
