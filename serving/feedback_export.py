@@ -8,9 +8,9 @@ against, and a switchover intent per decided migration. An export writes:
   always there when it was measured);
 - the switchover intents closed (``done`` or ``failed``) since the previous export.
 
-Nothing is written when nothing changed. The users exported are those of the config in force,
-of the previous config and of the switchover intents: the router's store offers no listing of
-every route, so a user probing without ever being in a config is not exported.
+Nothing is written when nothing changed. The users considered are every user with a route in
+the router's store (everyone who was probed, in a config or not) and those of the switchover
+intents.
 """
 
 from __future__ import annotations
@@ -101,14 +101,8 @@ def export_router_feedback(
 
 
 def _known_users(store: RouterStore, intents: Iterable[SwitchoverIntent]) -> set[str]:
-    """Users of the config in force, of the previous one and of the given intents."""
-    users = {intent.user_id for intent in intents}
-    for stored in (store.current_config(), store.previous_config()):
-        if stored is not None:
-            users.update(allocation.user_id for allocation in stored.config.users)
-    for status in ("pending", "executing"):
-        users.update(intent.user_id for intent in store.intents(status))
-    return users
+    """Every user with a stored route, and the users of the given intents."""
+    return set(store.route_user_ids()) | {intent.user_id for intent in intents}
 
 
 def _closed_intents(

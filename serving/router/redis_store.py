@@ -115,6 +115,11 @@ class RedisRouterStore:
             if body is not None
         }
 
+    def route_user_ids(self) -> list[str]:
+        # HSCAN, not HKEYS: a large hash is read in pages without blocking the server.
+        pages = self._redis.hscan_iter(self._key("routes"), count=1000)
+        return sorted(user.decode() for user, _ in pages)
+
     def save(self, routes: Sequence[RouteState], intents: Sequence[SwitchoverIntent]) -> None:
         pipe = self._redis.pipeline(transaction=True)
         if routes:

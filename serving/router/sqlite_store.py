@@ -127,6 +127,9 @@ class SqliteRouterStore:
             found.update((user, RouteState.from_json(body)) for user, body in rows)
         return found
 
+    def route_user_ids(self) -> list[str]:
+        return [user for (user,) in self._read("SELECT user_id FROM routes ORDER BY user_id")]
+
     def save(self, routes: Sequence[RouteState], intents: Sequence[SwitchoverIntent]) -> None:
         route_rows = [(r.user_id, r.to_json()) for r in routes]
         intent_rows = [

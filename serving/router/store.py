@@ -77,6 +77,10 @@ class RouterStore(Protocol):
         """The stored routes of those users that have one."""
         ...
 
+    def route_user_ids(self) -> list[str]:
+        """Every user with a stored route (probed at least once), sorted."""
+        ...
+
     def save(self, routes: Sequence[RouteState], intents: Sequence[SwitchoverIntent]) -> None:
         """Write routes and new intents together, in one transaction."""
         ...

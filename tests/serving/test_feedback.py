@@ -233,3 +233,17 @@ def test_export_carries_each_closed_switchover_once(settings: Settings) -> None:
     closed = pd.read_parquet(second / SWITCHOVERS_FILE)
     assert closed[["intent_id", "status"]].values.tolist() == [[intent.intent_id, "done"]]
     assert export_router_feedback(settings, NOW + timedelta(minutes=2), service.store) is None
+
+
+def test_export_covers_users_probed_outside_any_config(settings: Settings) -> None:
+    at = NOW - timedelta(minutes=5)
+    service = router_with_probes(
+        settings, [probe("u1", WEST, 30.0, at), probe("walk-in", EAST, 55.0, at)]
+    )
+
+    batch = export_router_feedback(settings, NOW, service.store)
+
+    rows = pd.read_parquet(batch / MEASUREMENTS_FILE)
+    assert sorted(zip(rows["user_id"], rows["region"], strict=True)) == [
+        ("u1", WEST), ("walk-in", EAST)
+    ]  # fmt: skip

@@ -64,6 +64,7 @@ def test_routes_and_intents_are_saved_together(store: RouterStore) -> None:
     store.save(routes, [intent("a", 1), intent("b", 1, T0 + timedelta(seconds=1))])
     assert set(store.routes(["a", "b", "nobody"])) == {"a", "b"}
     assert store.routes(["a"])["a"] == routes[0]
+    assert store.route_user_ids() == ["a", "b"]
     assert [i.intent_id for i in store.intents("pending")] == ["a#1", "b#1"]
 
     # Saving the same intent again (a retried batch) never duplicates or resets it.
