@@ -698,6 +698,12 @@ class RouterSettings(BaseModel):
     migration_poll_s: float = Field(
         1.0, gt=0, description="Migration executor: seconds between two looks for new intents."
     )
+    executor_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Lease of the one migration executor at a time, renewed on every pass and "
+        "wait; a dead executor's lease lapses after this long and a standby takes over.",
+    )
     migration_batch: int = Field(
         1000, ge=1, description="Migration executor: most intents claimed per look."
     )

@@ -274,5 +274,19 @@ def router_serve(
         raise _fail(str(exc)) from exc
 
 
+@router_app.command("migrate")
+def router_migrate() -> None:
+    """Run the migration executor in a process of its own, until SIGTERM or Ctrl-C.
+
+    It reads the router's state (settings.router.state) and carries out the switchovers the
+    router decides, while it holds the executor lease: run the router with
+    PREWARM_ROUTER__RUN_MIGRATIONS=false to keep migrations off its request path, or keep both
+    and this one stands by, taking over when the router's executor stops.
+    """
+    from serving.router.executor_process import run_executor
+
+    run_executor()
+
+
 if __name__ == "__main__":
     app()

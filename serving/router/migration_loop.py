@@ -12,13 +12,24 @@ skipped, with one INFO line.
 Stopping is prompt: the waits (between looks, and for a booting reservation or a copy inside a
 migration) end as soon as :meth:`MigrationLoop.stop` is called, abandoning a migration between
 two journaled steps, which the next start recovers like a kill.
+
+One executor at a time: the loop works only while it holds the router store's executor lease
+(``router.executor_lease_seconds``, renewed on every pass and during every wait), so the router
+can run its executor in-process and a separate ``prewarm router migrate`` process can stand by,
+or take it over, without two executors ever carrying the same intents out. A loop that gains the
+lease recovers first (whoever held it before may have died mid-migration); one that loses it
+abandons its migration between two journaled steps, as on a stop.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
+import socket
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -36,7 +47,7 @@ FeedbackExport = Callable[[Settings, datetime], object]
 
 
 class LoopStoppedError(Exception):
-    """Raised inside a wait when the loop is asked to stop."""
+    """Raised inside a wait when the loop is asked to stop, or has lost the executor lease."""
 
 
 class MigrationLoop:
@@ -58,6 +69,9 @@ class MigrationLoop:
         self._thread: threading.Thread | None = None
         self._export: FeedbackExport | None = None
         self._export_resolved = False
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.holds_lease = False
+        self._just_gained = False
 
     def start(self) -> None:
         """Start the loop in a daemon thread."""
@@ -74,23 +88,60 @@ class MigrationLoop:
                 log.warning("migration executor still busy after %.0f s", timeout_s)
 
     def run(self) -> None:
-        """Recover, then carry intents out every poll interval until :meth:`stop`."""
+        """While holding the lease: recover, then carry intents out every poll interval, until
+        :meth:`stop`."""
         router = self.settings.router
         executor = MigrationExecutor.from_settings(self.settings, self.clock, self.faults)
         try:
-            self._guarded("recovery", self.recover, executor)
             next_export = self.clock()
             while not self._stop.is_set():
-                self._guarded("migration executor pass", self.execute, executor)
-                now = self.clock()
-                if now >= next_export:
-                    next_export = now + timedelta(seconds=router.feedback_export_seconds)
-                    self._guarded("feedback export", self.export_feedback, now)
+                if self._renew_lease():
+                    try:
+                        next_export = self._pass(executor, next_export)
+                    except LoopStoppedError:
+                        if self._stop.is_set():
+                            break
                 self._stop.wait(router.migration_poll_s)
-        except LoopStoppedError:
-            pass
         finally:
             executor.close()
+            self._release_lease()
+
+    def _pass(self, executor: MigrationExecutor, next_export: datetime) -> datetime:
+        """One pass under the lease (a recovery first, when the lease was just gained)."""
+        if self._just_gained:
+            self._just_gained = False
+            self._guarded("recovery", self.recover, executor)
+        self._guarded("migration executor pass", self.execute, executor)
+        now = self.clock()
+        if now >= next_export:
+            next_export = now + timedelta(seconds=self.settings.router.feedback_export_seconds)
+            self._guarded("feedback export", self.export_feedback, now)
+        return next_export
+
+    def _renew_lease(self) -> bool:
+        """Take or renew the executor lease; whether this loop holds it now."""
+        try:
+            held = self.store.hold_executor_lease(
+                self.holder, self.settings.router.executor_lease_seconds
+            )
+        except Exception:
+            log.exception("could not reach the router store for the executor lease")
+            held = False
+        if held and not self.holds_lease:
+            log.info("migration executor %s holds the lease", self.holder)
+            self._just_gained = True
+        elif self.holds_lease and not held:
+            log.warning("migration executor %s lost the lease; standing by", self.holder)
+        self.holds_lease = held
+        return held
+
+    def _release_lease(self) -> None:
+        if self.holds_lease:
+            try:
+                self.store.release_executor_lease(self.holder)
+            except Exception:
+                log.exception("could not release the executor lease (it expires by itself)")
+            self.holds_lease = False
 
     def recover(self, executor: MigrationExecutor) -> None:
         """Finish what a killed executor left open (back before verify, else on)."""
@@ -133,10 +184,18 @@ class MigrationLoop:
             log.exception("%s failed; retrying on the next pass", what)
 
     def _wait_until(self, moment: datetime) -> None:
-        """Wait on the clock until ``moment``; raises LoopStoppedError when stopped meanwhile."""
-        seconds = max(0.0, (moment - self.clock()).total_seconds())
-        if self._stop.wait(seconds):
-            raise LoopStoppedError
+        """Wait on the clock until ``moment``, renewing the lease; raises LoopStoppedError when
+        stopped meanwhile or when the lease is lost."""
+        renew_every = self.settings.router.executor_lease_seconds / 3
+        deadline = time.monotonic() + max(0.0, (moment - self.clock()).total_seconds())
+        while True:
+            left = deadline - time.monotonic()
+            if self._stop.wait(max(0.0, min(left, renew_every))):
+                raise LoopStoppedError
+            if left <= renew_every:
+                return
+            if not self._renew_lease():
+                raise LoopStoppedError
 
 
 def _feedback_exporter() -> FeedbackExport | None:

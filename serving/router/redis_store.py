@@ -45,6 +45,19 @@ return 0
 """
 
 
+# Take the lease when free (or expired) or renew it when ours: one atomic step on the server.
+HOLD_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class RedisRouterStore:
     """The router's state under one key prefix of a Redis database."""
 
@@ -55,6 +68,8 @@ class RedisRouterStore:
         self.rejections_kept = rejections_kept
         self._redis = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
         self._add_intent = self._redis.register_script(ADD_INTENT)
+        self._hold_lease = self._redis.register_script(HOLD_LEASE)
+        self._release_lease = self._redis.register_script(RELEASE_LEASE)
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -114,6 +129,13 @@ class RedisRouterStore:
             for user, body in zip(ids, bodies, strict=True)
             if body is not None
         }
+
+    def hold_executor_lease(self, holder: str, ttl_s: float) -> bool:
+        return bool(self._hold_lease(keys=[self._key("executor-lease")],
+                                     args=[holder, max(1, round(ttl_s * 1000))]))  # fmt: skip
+
+    def release_executor_lease(self, holder: str) -> None:
+        self._release_lease(keys=[self._key("executor-lease")], args=[holder])
 
     def route_user_ids(self) -> list[str]:
         # HSCAN, not HKEYS: a large hash is read in pages without blocking the server.

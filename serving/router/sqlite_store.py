@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -40,6 +41,9 @@ CREATE TABLE IF NOT EXISTS intents (
 );
 CREATE INDEX IF NOT EXISTS intents_by_status ON intents (status, created_at);
 CREATE TABLE IF NOT EXISTS rejections (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS executor_lease (
+    id INTEGER PRIMARY KEY CHECK (id = 1), holder TEXT NOT NULL, expires_at REAL NOT NULL
+);
 """
 
 # SQLite allows at most 32,766 host parameters per statement.
@@ -126,6 +130,22 @@ class SqliteRouterStore:
             rows = self._read(f"SELECT user_id, body FROM routes WHERE user_id IN ({marks})", chunk)
             found.update((user, RouteState.from_json(body)) for user, body in rows)
         return found
+
+    def hold_executor_lease(self, holder: str, ttl_s: float) -> bool:
+        now = time.time()
+        with self._transaction() as db:
+            row = db.execute("SELECT holder, expires_at FROM executor_lease").fetchone()
+            if row is not None and row[0] != holder and row[1] > now:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO executor_lease (id, holder, expires_at) VALUES (1, ?, ?)",
+                (holder, now + ttl_s),
+            )
+            return True
+
+    def release_executor_lease(self, holder: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM executor_lease WHERE holder = ?", (holder,))
 
     def route_user_ids(self) -> list[str]:
         return [user for (user,) in self._read("SELECT user_id FROM routes ORDER BY user_id")]

@@ -77,6 +77,15 @@ class RouterStore(Protocol):
         """The stored routes of those users that have one."""
         ...
 
+    def hold_executor_lease(self, holder: str, ttl_s: float) -> bool:
+        """Take the migration executor's lease, or renew it when ``holder`` has it; False when
+        another holder's lease has not expired. One executor at a time carries intents out."""
+        ...
+
+    def release_executor_lease(self, holder: str) -> None:
+        """Give the lease up, if ``holder`` has it (others may take it at once)."""
+        ...
+
     def route_user_ids(self) -> list[str]:
         """Every user with a stored route (probed at least once), sorted."""
         ...

@@ -169,3 +169,30 @@ def _wait_for(check: Any, timeout_s: float) -> Any:
             return found
         time.sleep(0.05)
     raise AssertionError(f"not reached within {timeout_s} s")
+
+
+def test_a_standby_executor_waits_for_the_lease_and_takes_over_when_the_first_stops(
+    fast: Settings,
+) -> None:
+    store = SqliteRouterStore(fast.serving_dir / fast.router.sqlite_file, 10)
+    first, standby = MigrationLoop(fast, store), MigrationLoop(fast, store)
+
+    def soon(condition) -> bool:
+        deadline = time.monotonic() + 10
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return condition()
+
+    first.start()
+    try:
+        assert soon(lambda: first.holds_lease)
+        standby.start()
+        time.sleep(10 * fast.router.migration_poll_s)
+        assert not standby.holds_lease
+        first.stop()
+        assert not first.holds_lease
+        assert soon(lambda: standby.holds_lease)
+    finally:
+        first.stop()
+        standby.stop()
+        store.close()

@@ -46,3 +46,28 @@ def test_serve_answers_on_the_given_port(isolated_home: Path) -> None:
         server.terminate()
         server.wait(timeout=20)
     assert (isolated_home / "serving" / "router.sqlite").exists()
+
+
+def test_migrate_runs_the_executor_as_a_process_that_holds_the_lease_until_stopped(
+    isolated_home: Path,
+) -> None:
+    from core.settings import get_settings
+    from serving.router.store import open_store
+
+    command = [sys.executable, "-m", "prewarm.cli", "router", "migrate"]
+    executor = subprocess.Popen(command, stderr=subprocess.PIPE)
+    store = open_store(get_settings())
+    try:
+        deadline = time.monotonic() + 60
+        while store.hold_executor_lease("probe", 30):  # free until the process has taken it
+            store.release_executor_lease("probe")
+            assert executor.poll() is None, executor.stderr.read().decode()
+            assert time.monotonic() < deadline, "the executor never took the lease"
+            time.sleep(0.1)
+        executor.terminate()
+        assert executor.wait(timeout=30) == 0
+        assert store.hold_executor_lease("probe", 30)  # given back at once, not left to lapse
+    finally:
+        if executor.poll() is None:
+            executor.kill()
+        store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -134,3 +135,19 @@ def test_open_store_follows_settings(settings: Settings, redis_prefix: str) -> N
     redis.put_config(config(1), T0)
     assert redis.current_config().config.version == 1
     redis.close()
+
+
+def test_one_executor_holds_the_lease_until_it_gives_it_back_or_it_lapses(
+    store: RouterStore,
+) -> None:
+    assert store.hold_executor_lease("a", 30)
+    assert store.hold_executor_lease("a", 30)  # a renewal
+    assert not store.hold_executor_lease("b", 30)
+    store.release_executor_lease("b")  # not b's to give back: nothing changes
+    assert not store.hold_executor_lease("b", 30)
+
+    store.release_executor_lease("a")
+    assert store.hold_executor_lease("b", 0.2)
+    assert not store.hold_executor_lease("a", 30)
+    time.sleep(0.3)  # b died without giving it back
+    assert store.hold_executor_lease("a", 30)
