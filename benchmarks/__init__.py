@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "placement": "benchmarks.placement:run",
     "batch_predict": "benchmarks.batch_predict:run",
     "router": "benchmarks.router:run",
+    "celery": "benchmarks.celery_scaleout:run",
 }
 
 

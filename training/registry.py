@@ -118,7 +118,10 @@ def register_challenger(
         mlflow.create_registered_model(
             name, description="Per-user resource and location profile forecaster (prewarm)."
         )
-    version = mlflow.create_model_version(name, model_uri, run_id=run_id)
+    # A logged model's URI (models:/m-…) names its model id; a tracking server requires the
+    # id beside such a source (SQLite stores accept it without).
+    logged = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    version = mlflow.create_model_version(name, model_uri, run_id=run_id, model_id=logged)
     mlflow.set_model_version_tag(name, version.version, SCORE_TAG, f"{score:.6f}")
     mlflow.set_model_version_tag(name, version.version, BASELINE_TAG, f"{baseline_score:.6f}")
     mlflow.set_registered_model_alias(name, CHALLENGER, version.version)

@@ -526,15 +526,7 @@ def test_airflow_commands_and_options_exist(
     report = json.loads(done.stdout.strip().splitlines()[-1])
     failed = {argv: why for argv, why in report["commands"].items() if why != "ok"}
     unknown = {tuple(o) for o in report["unknown_options"]}
-    celery_missing = "apache-airflow-providers-celery" not in report["providers"]
-    celery_only = all(a.startswith("celery") for a in failed) and all(
-        s == "celery" for s, _ in unknown
-    )
-    if (failed or unknown) and celery_missing and celery_only:
-        pytest.xfail(
-            "requirements.txt lacks apache-airflow-providers-celery: `airflow celery worker` "
-            f"and {sorted(unknown)} are unknown to this Airflow"
-        )
+    assert "apache-airflow-providers-celery" in report["providers"]
     assert failed == {}
     assert unknown == set()
 

@@ -16,12 +16,7 @@ from core.settings import Settings, get_settings
 from serving.provisioning.aws import AwsProvider, read_placements_file
 from serving.provisioning.provider import ProviderError, ProvisionRequest, ResourceSpec
 from tests.deploy.compose_files import REPO_ROOT
-from tests.serving.provisioning.aws_moto import (  # noqa: F401 (the fixture)
-    FAKE_CREDENTIALS,
-    REGIONS,
-    moto_server,
-    shared_session,
-)
+from tests.serving.provisioning.aws_moto import FAKE_CREDENTIALS, REGIONS, shared_session
 
 
 def _load_script() -> ModuleType:
@@ -104,6 +99,6 @@ def test_it_refuses_to_run_without_a_moto_endpoint(tmp_path: Path) -> None:
 def test_a_broken_placements_file_is_a_clear_provider_error(tmp_path: Path) -> None:
     broken = tmp_path / "placements.json"
     broken.write_text('{"eu-west-1": {"image_id": "ami-1"}}')  # no subnet, no group
-    with pytest.raises(ProviderError, match="placements.json"):
+    with pytest.raises(ProviderError, match=r"placements\.json"):
         read_placements_file(broken)
     assert read_placements_file(tmp_path / "not-yet-written.json") == {}
