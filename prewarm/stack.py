@@ -4,10 +4,11 @@ The same parts as ``docker-compose.yml``, on the PostgreSQL and Redis this machi
 Airflow 3 on PostgreSQL with the CeleryExecutor (broker in Redis, results in PostgreSQL): the
 api-server, the scheduler, the dag-processor and N Celery workers; ``mlflow server`` on
 PostgreSQL with proxied artifacts and allowed hosts set; the router (``prewarm router serve``)
-with its state in Redis; Feast's online store in Redis; the reservation ledger in PostgreSQL.
+with its state in Redis; Feast's online store in Redis and its registry in PostgreSQL; the
+reservation ledger in PostgreSQL.
 
 Everything a :class:`LocalStack` creates is its own and goes away on :meth:`LocalStack.close`:
-three uniquely named databases (dropped), one Redis key prefix for the Celery broker and the
+four uniquely named databases (dropped), one Redis key prefix for the Celery broker and the
 router plus one Feast project name (every key under them deleted), and the processes it started
 (each with all its descendants). The integration test (``tests/integration``) and the scale-out
 benchmark (``benchmarks/celery_scaleout.py``) both drive a DAG through it with the REST API.
@@ -41,7 +42,7 @@ from core.settings import CHECKOUT_DAGS_FOLDER
 
 # Read by :func:`worker_hostname` in a worker's task processes (set per worker by LocalStack).
 WORKER_HOSTNAME_ENV = "PREWARM_STACK_WORKER_HOSTNAME"
-PARTS = ("airflow", "mlflow", "ledger")
+PARTS = ("airflow", "mlflow", "ledger", "feast")
 TERMINAL_RUN_STATES = {"success", "failed"}
 
 
@@ -68,7 +69,7 @@ class StackEndpoints:
     api: str
     mlflow: str
     router: str
-    databases: dict[str, str]  # part ("airflow", "mlflow", "ledger") -> SQLAlchemy URL
+    databases: dict[str, str]  # part ("airflow", "mlflow", "ledger", "feast") -> SQLAlchemy URL
     redis_prefix: str
     feast_project: str
 
@@ -155,6 +156,7 @@ class LocalStack:
             "PREWARM_FEAST__REDIS_CONNECTION_STRING": (
                 f"{self._redis['host']}:{self._redis['port']},db={self._redis['db']}"
             ),
+            "PREWARM_FEAST__REGISTRY_URL": self.endpoints.databases["feast"],
             "PREWARM_PROVISIONING__LEDGER_URL": self.endpoints.databases["ledger"],
             "PREWARM_ROUTER__URL": self.endpoints.router,
             "PREWARM_ROUTER__HOST": "127.0.0.1",
@@ -220,7 +222,7 @@ class LocalStack:
         self.close()
 
     def create_resources(self) -> None:
-        """Create the three databases and the folders (names are unique to this stack)."""
+        """Create the databases and the folders (names are unique to this stack)."""
         import psycopg2
 
         for folder in (self.logs, self.home, self.airflow_home):

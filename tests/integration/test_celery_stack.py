@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from core.settings import get_settings
+from features.store import feature_store
 from prewarm.stack import LocalStack
 from serving.cycle import cycle_id
 from serving.predictions_store import read_predictions
@@ -113,5 +114,9 @@ def test_predict_and_provision_runs_its_shards_on_both_celery_workers(
         assert config.json()["users"] == USERS
         keys = stack.redis_key_counts()
         assert keys["router"] > 0 and keys["feast"] > 0 and keys["celery"] > 0, keys
+        # Feast's registry is the SQL one in PostgreSQL, shared by the workers and this process.
+        assert settings.feast.registry_url == stack.endpoints.databases["feast"]
+        views = {view.name for view in feature_store(settings).list_feature_views()}
+        assert "user_predictions" in views
 
     assert stack.leftovers() == {"databases": 0, "redis_keys": 0}
