@@ -6,8 +6,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Debian's chromium drives the browser tests (tests/ui/) through Playwright.
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: venv demo test lint bench lock clean
+.PHONY: venv demo up browser test lint bench lock clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +23,23 @@ venv: $(STAMP)
 demo: venv
 	$(BIN)/prewarm demo
 
-test: venv
+# Airflow (api-server, scheduler, dag-processor, triggerer), the MLflow UI and the router on
+# localhost, on the demo's home; Ctrl-C stops them all.
+up: venv
+	$(BIN)/prewarm up
+
+# Install Debian's chromium for the browser tests when it is missing and we may (root).
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (apt-get) for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "$(CHROMIUM) missing and not root: the browser tests (tests/ui/) will skip"; \
+	  fi; \
+	fi
+
+test: venv browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

@@ -317,6 +317,24 @@ class DemoSettings(BaseModel):
     users: int = Field(200, ge=1, description="Simulated users.")
     days: int = Field(14, ge=2, description="Simulated days of history.")
     seed: int = Field(42, description="Seed of the demo world.")
+    epochs: int | None = Field(
+        None, ge=1, description="Epochs of the demo's nightly_retrain run; None: lstm.max_epochs."
+    )
+    eval_days: int = Field(
+        14, ge=1, description="Days `prewarm evaluate` plays after its training range in the demo."
+    )
+    eval_policies: tuple[str, ...] | None = Field(
+        None, description="Policies the demo evaluates; None: every policy prewarm evaluate knows."
+    )
+    probe_hours: float = Field(
+        1.0, gt=0, description="Last hours of the world replayed to the router as client probes."
+    )
+    feedback_wait_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How long the demo waits for the router's own feedback export before it "
+        "exports the router's measurements itself.",
+    )
 
 
 class PredictSettings(BaseModel):

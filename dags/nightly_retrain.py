@@ -37,7 +37,7 @@ gate decide whether it replaces `@champion` in the MLflow registry.
    configured margin on the same holdout (the first model must beat seasonal naive); the
    decision and its reason are written on the model version.
 
-Params: `epochs`, `horizon`, `window_days` (null: the settings' values), `source` (empty: the
+Params: `epochs`, `horizon`, `window_days` (null: the settings' values), `source` (null: the
 Feast offline store).
 """
 
@@ -76,9 +76,10 @@ DEFAULT_ARGS = {"owner": "prewarm", "retries": 1, "retry_delay": timedelta(minut
             description="Days of history the panel covers; null: settings.mlflow.window_days.",
         ),
         "source": Param(
-            "",
-            type="string",
-            description="A telemetry folder to train on; empty for the Feast offline store.",
+            None,
+            type=["null", "string"],
+            description="A telemetry folder to train on; null (or empty) for the Feast offline "
+            "store.",
         ),
     },
 )

@@ -161,42 +161,60 @@ def _backtest_table(results: dict):
 
 @app.command()
 def demo() -> None:
-    """Run the main job on the embedded default (SQLite, local files) through the DAGs."""
-    from collections import Counter
+    """Run the main job on the embedded default (SQLite, local files) through the four DAGs.
 
-    from rich.table import Table
+    Simulates a world, then telemetry_ingest → nightly_retrain → predict_and_provision (with
+    a router running) → feedback_collect with Airflow on SQLite, then prewarm evaluate. Size:
+    PREWARM_DEMO__USERS, __DAYS, __EPOCHS, __EVAL_DAYS. DAG logs go to files, not the terminal.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from core.settings import get_settings
-    from prewarm.demo import run_demo
-    from prewarm.progress import progress_bar
+    from prewarm.demo import DEMO_STAGES, run_demo
+    from prewarm.demo_report import print_demo_summary
 
     settings = get_settings()
-    with progress_bar("simulating users") as progress:
-        summary = run_demo(settings, progress=progress, step=lambda t: console.print(f"• {t}"))
-    runs = Table(title="DAG runs (Airflow on SQLite)")
-    for column in ("DAG", "state", "tasks"):
-        runs.add_column(column)
-    for run in summary.runs:
-        states = Counter(run.task_states.values())
-        runs.add_row(run.dag_id, run.state, ", ".join(f"{n} {s}" for s, n in states.items()))
-    console.print(runs)
-    for run in summary.runs:
-        console.print(f"log of {run.dag_id}: {run.log}", soft_wrap=True)
-    totals = summary.ingest
-    console.print(
-        f"ingest: {totals['batches']} batch(es), {totals['rows_in']:,} rows in, "
-        f"{totals['rows_valid']:,} valid, {totals['rows_quarantined']:,} quarantined, "
-        f"{totals['rejected']} rejected"
-    )
-    sample = Table(title="online features (SQLite online store)")
-    for column in summary.online_sample[0] if summary.online_sample else ():
-        sample.add_column(column)
-    for row in summary.online_sample:
-        sample.add_row(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row.values()))
-    console.print(sample)
-    console.print(f"state under {settings.home.resolve()} (rm -rf it to reset)")
-    if not all(run.ok for run in summary.runs):
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console) as bars:
+        users = bars.add_task("simulating users", total=None)
+        stages = bars.add_task("demo stages", total=len(DEMO_STAGES))
+        summary = run_demo(
+            settings,
+            progress=lambda done, total: bars.update(users, completed=done, total=total),
+            step=lambda text: bars.console.print(f"• {text}"),
+            stage_done=lambda name: bars.advance(stages),
+        )
+    print_demo_summary(summary, settings, console)
+    if not summary.ok:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def up(
+    airflow_port: Annotated[int, typer.Option(help="Port of the Airflow UI / API server.")] = 8080,
+    mlflow_port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
+    router_port: Annotated[int, typer.Option(help="Port of the router.")] = 8765,
+    schedules: Annotated[
+        bool, typer.Option(help="Let the scheduler start cron runs (off: the UI/API/Assets only).")
+    ] = False,
+) -> None:
+    """Start Airflow, the MLflow UI and the router on localhost, on the demo's home; Ctrl-C stops.
+
+    Airflow (api-server, scheduler, dag-processor, triggerer) uses the same AIRFLOW_HOME and
+    SQLite database as `prewarm demo`, so the demo's runs are visible; MLflow serves the
+    demo's sqlite:/// store.
+    """
+    from core.settings import get_settings
+    from prewarm.up import run_until_interrupted
+
+    try:
+        run_until_interrupted(
+            get_settings(), airflow_port, mlflow_port, router_port, console, schedules
+        )
+    except RuntimeError as exc:
+        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(code=1) from exc
 
 
 @app.command()

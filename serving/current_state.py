@@ -68,7 +68,7 @@ def remaining_capacity(now: datetime, settings: Settings | None = None) -> pd.Da
     ledger = Ledger.from_settings(settings)
     try:
         for reservation in ledger.reservations(states=LIVE):
-            spec = reservation.held_spec()
+            spec = reservation.held_spec
             for column in RESOURCE_COLUMNS:
                 free.loc[reservation.region, column] -= getattr(spec, column)
     finally:

@@ -5,9 +5,8 @@
 ``router.migration_poll_s`` carries the router's switchover intents out with
 :func:`~serving.router.migration_intents.execute_intents` on the system clock. Every
 ``router.feedback_export_seconds`` it also calls
-``serving.feedback.export_router_feedback(settings, now)`` when that function exists (it
-snapshots the router's per-user measurements for the feedback DAG); without it the export is
-skipped, with one INFO line.
+``serving.feedback_export.export_router_feedback`` (a snapshot of the router's per-user
+measurements and closed switchovers for the ``feedback_collect`` DAG).
 
 Stopping is prompt: the waits (between looks, and for a booting reservation or a copy inside a
 migration) end as soon as :meth:`MigrationLoop.stop` is called, abandoning a migration between
@@ -23,7 +22,6 @@ abandons its migration between two journaled steps, as on a stop.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import socket
@@ -34,6 +32,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from core.settings import Settings
+from serving.feedback_export import export_router_feedback
 from serving.provisioning.clock import Clock, system_clock
 from serving.router.migration import MigrationExecutor
 from serving.router.migration_intents import execute_intents
@@ -41,9 +40,6 @@ from serving.router.store import RouterStore
 
 log = logging.getLogger(__name__)
 
-FEEDBACK_MODULE = "serving.feedback"
-FEEDBACK_FUNCTION = "export_router_feedback"
-FeedbackExport = Callable[[Settings, datetime], object]
 
 
 class LoopStoppedError(Exception):
@@ -67,8 +63,6 @@ class MigrationLoop:
         self.faults = faults
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._export: FeedbackExport | None = None
-        self._export_resolved = False
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.holds_lease = False
         self._just_gained = False
@@ -166,12 +160,10 @@ class MigrationLoop:
             log.info("carried out %d switchover intents", len(done))
 
     def export_feedback(self, now: datetime) -> None:
-        """Export the router's measurements for the feedback DAG, when the exporter exists."""
-        if not self._export_resolved:
-            self._export = _feedback_exporter()
-            self._export_resolved = True
-        if self._export is not None:
-            self._export(self.settings, now)
+        """Export the router's measurements for the feedback DAG (nothing when none changed)."""
+        batch = export_router_feedback(self.settings, now, self.store)
+        if batch is not None:
+            log.info("exported router feedback to %s", batch)
 
     def _guarded(self, what: str, step: Callable[..., None], *args: object) -> None:
         """Run ``step``; a failure is logged and retried on the next pass (the journal makes
@@ -196,17 +188,3 @@ class MigrationLoop:
                 return
             if not self._renew_lease():
                 raise LoopStoppedError
-
-
-def _feedback_exporter() -> FeedbackExport | None:
-    """``serving.feedback.export_router_feedback``, or None (logged once) when not there."""
-    try:
-        module = importlib.import_module(FEEDBACK_MODULE)
-    except ModuleNotFoundError as error:
-        if error.name != FEEDBACK_MODULE:
-            raise
-        module = None
-    export = getattr(module, FEEDBACK_FUNCTION, None)
-    if export is None:
-        log.info("%s.%s not available: feedback export skipped", FEEDBACK_MODULE, FEEDBACK_FUNCTION)
-    return export

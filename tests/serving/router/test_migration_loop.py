@@ -6,7 +6,6 @@ ledger and local cloud (boots of a fraction of a second on the wall clock), the 
 
 from __future__ import annotations
 
-import logging
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -112,20 +111,20 @@ def test_a_decided_switchover_is_migrated_and_the_route_flips_at_the_redirect(
     manager.ledger.dispose()
 
 
-def test_the_loop_skips_a_missing_feedback_exporter_with_one_log_line(
-    fast: Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import serving.router.migration_loop as loop_module
+def test_the_loop_exports_the_routers_measurements_for_the_feedback_dag(fast: Settings) -> None:
+    from serving.feedback import find_feedback_batches
+    from serving.router.models import Probe
+    from serving.router.service import RouterService
 
-    monkeypatch.setattr(loop_module, "FEEDBACK_MODULE", "serving.no_such_feedback_module")
     store = SqliteRouterStore(fast.serving_dir / "router.sqlite", rejections_kept=0)
+    RouterService(store, fast, system_clock).handle_probes(
+        [Probe(user_id=USER, region=SOURCE, latency_ms=42.0)]
+    )
     loop = MigrationLoop(fast, store)
-    with caplog.at_level(logging.INFO, logger=loop_module.__name__):
-        loop.export_feedback(system_clock())
-        loop.export_feedback(system_clock())
+    loop.export_feedback(system_clock())
+    loop.export_feedback(system_clock())  # nothing changed since: no second batch
     store.close()
-    skipped = [r for r in caplog.records if "feedback export skipped" in r.getMessage()]
-    assert len(skipped) == 1
+    assert len(find_feedback_batches(fast)) == 1
 
 
 def test_the_loop_stops_promptly_while_a_migration_waits(fast: Settings) -> None:
