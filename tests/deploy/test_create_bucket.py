@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 from collections.abc import Iterator
 from types import ModuleType
@@ -11,7 +10,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from tests.deploy.compose_files import REPO_ROOT
+from tests.deploy.conftest import load_deploy_script
 
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -21,12 +20,7 @@ FAKE_CREDENTIALS = {
 
 
 def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "create_bucket", REPO_ROOT / "deploy" / "create_bucket.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_deploy_script("create_bucket")
 
 
 @pytest.fixture

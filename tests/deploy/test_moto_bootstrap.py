@@ -3,7 +3,6 @@ and the ``aws`` provider reading the placements file it writes."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 from datetime import UTC, datetime
@@ -15,17 +14,12 @@ import pytest
 from core.settings import Settings, get_settings
 from serving.provisioning.aws import AwsProvider, read_placements_file
 from serving.provisioning.provider import ProviderError, ProvisionRequest, ResourceSpec
-from tests.deploy.compose_files import REPO_ROOT
+from tests.deploy.conftest import load_deploy_script
 from tests.serving.provisioning.aws_moto import FAKE_CREDENTIALS, REGIONS, shared_session
 
 
 def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "moto_bootstrap", REPO_ROOT / "deploy" / "moto_bootstrap.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_deploy_script("moto_bootstrap")
 
 
 @pytest.fixture
