@@ -782,6 +782,69 @@ class EvaluationSettings(BaseModel):
     reactive_window_hours: int = Field(
         24, ge=1, description="Hours of recent usage the reactive policy sizes allocations on."
     )
+    forecast_hours: int = Field(
+        6, ge=1, description="Hours the predictive policy forecasts (and plans) at each replan."
+    )
+    replan_hours: int = Field(
+        1,
+        ge=1,
+        description="Hours between two forecasts and placement plans of the predictive "
+        "policy (each plan's regions are the router's pre-allocations until the next).",
+    )
+    placement_window_hours: int = Field(
+        1,
+        ge=1,
+        description="Placement window the predictive policy plans with (overrides "
+        "settings.placement.window_hours inside the evaluation: moves are hour-scale).",
+    )
+    lstm_encoder_hours: int = Field(
+        72,
+        ge=24,
+        description="Encoder length of the predictive policy's LSTM (the training "
+        "range must hold it, forecast_hours and lstm_validation_hours).",
+    )
+    lstm_hidden_size: int = Field(32, ge=1, description="Hidden units of its LSTM layers.")
+    lstm_validation_hours: int = Field(
+        24,
+        ge=1,
+        description="Latest hours of history that validate (early stopping) and calibrate the "
+        "p90 of each fit: a whole day, so that the calibration sees busy and idle hours alike.",
+    )
+    lstm_epochs: int = Field(3, ge=1, description="Most epochs it trains (and retrains) for.")
+    lstm_samples_per_epoch: int = Field(4096, ge=1, description="Training windows drawn per epoch.")
+    lstm_threads: int = Field(1, ge=1, description="Torch threads training and forecasting.")
+    active_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="The predictive policy sizes an hour for activity (at least "
+        "the user's recent active peak) when its forecast p90 peak exceeds this share of that "
+        "peak; below, the hour is forecast idle and sized at 0.",
+    )
+    grown_hold_hours: int = Field(
+        24,
+        ge=0,
+        description="Hours an allocation the predictive policy grew in place (demand above it) "
+        "keeps that size in hours forecast active; 0: until the next plan only.",
+    )
+    probes_per_interval: int = Field(
+        5,
+        ge=1,
+        description="Probes a client sends per telemetry interval to its serving and "
+        "pre-allocated regions (they feed the router's smoothed latencies).",
+    )
+    warm_lead_intervals: int = Field(
+        2,
+        ge=0,
+        description="Intervals before a planned move at which the predictive policy "
+        "starts holding warm capacity there (a cold boot, rounded up, plus one).",
+    )
+    drift_check_hours: int = Field(
+        24, ge=1, description="Hours between two drift checks of the predictive policy."
+    )
+    max_retrains: int = Field(
+        3, ge=0, description="Most retrainings on drift in one evaluation (bounds its run time)."
+    )
 
 
 class Settings(BaseSettings):

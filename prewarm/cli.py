@@ -245,7 +245,7 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of the world: same seed, same results.")] = 42,
     policies: Annotated[
         str, typer.Option(help="Comma-separated policies.")
-    ] = "static,reactive,oracle",
+    ] = "static,reactive,predictive,oracle",
 ) -> None:
     """Closed-loop evaluation of serving policies on a simulated world (DESIGN.md section 4)."""
     from simulation.evaluate import evaluate as run_evaluation

@@ -122,6 +122,7 @@ class Engine:
             lat=record.observed_lat[:, :step],
             lon=record.observed_lon[:, :step],
             demand=record.demand[:, :step],
+            other_demand=record.other_demand[:, :step],
             latency_ms=latency_ms[:, :step],
             session_active=record.session_active[:, :step],
             region=region,
@@ -243,6 +244,7 @@ class Engine:
             served_cost_per_hour=np.einsum("utr,utr->ut", allocation, self.prices[region]),
             idle_vcpu=idle[..., 0] + warm_alloc[:, 0:1],
             idle_cost_per_hour=idle_cost + warm_cost[:, None],
+            unavoidable=record.best_latency_ms[:, step] > self.settings.latency_slo_ms,
         )
 
     def _complete(self, state: ServingState, t_end: float, metrics: MetricsAccumulator):

@@ -10,10 +10,12 @@ the decision with the same boot, copy and scaling delays for every policy.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import pandas as pd
 
 from core.latency import LatencyModel
 from core.regions import RegionCatalogue
@@ -21,6 +23,9 @@ from core.settings import Settings
 
 RESOURCES: tuple[str, ...] = ("cpu_cores", "ram_gb")
 """Resources an allocation sizes (and prices): vCPU and GB of memory."""
+
+OTHER_RESOURCES: tuple[str, ...] = ("storage_iops", "network_mbps")
+"""Telemetry resources that are observed (and forecast) but not allocated nor priced."""
 
 NO_REGION = -1
 
@@ -52,6 +57,7 @@ class Observed:
     lat: np.ndarray
     lon: np.ndarray
     demand: np.ndarray
+    other_demand: np.ndarray  # (users, step, len(OTHER_RESOURCES))
     latency_ms: np.ndarray
     session_active: np.ndarray
     region: np.ndarray
@@ -71,6 +77,10 @@ class PolicyContext:
     steps_per_hour: int
     interval_seconds: float
     utilisation: np.ndarray  # (steps, regions) background load of the regions
+    start: pd.Timestamp  # UTC time of world step 0
+    user_ids: tuple[str, ...]
+    roles: tuple[str, ...]  # each user's role (known from sign-up, like the home region)
+    seed: int  # the world's seed: policies draw their own randomness from it
 
 
 class Policy(Protocol):
@@ -81,3 +91,12 @@ class Policy(Protocol):
     def decide(self, step: int, observed: Observed) -> Decision:
         """Where each user should be served from ``step`` on, with what, and what to hold warm."""
         ...
+
+
+def active_quantile(demand: np.ndarray, active: np.ndarray, q: float) -> np.ndarray:
+    """Per-user quantile ``q`` of demand over active intervals: (users, resources); 0 if none."""
+    values = np.where(active[..., None], demand, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # users without an active interval
+        out = np.nanquantile(values, q, axis=1)
+    return np.nan_to_num(out, nan=0.0)

@@ -18,6 +18,7 @@ from simulation.eval_engine import Engine
 from simulation.eval_policy import PolicyContext
 from simulation.eval_record import WorldRecord, record_world
 from simulation.policies import POLICIES
+from simulation.predictive import PredictivePolicy, summary
 from simulation.world import World, WorldConfig
 
 RESULTS_FILE = "results.json"
@@ -53,6 +54,8 @@ def evaluate(
             progress(name)
         policy = POLICIES[name](context, record)
         results["policies"][name] = engine.run(policy)
+        if isinstance(policy, PredictivePolicy):
+            results.setdefault("details", {})[name] = summary(policy)
     if out is not None:
         write_results(results, out)
     return results
@@ -71,6 +74,10 @@ def _context(
         steps_per_hour=steps_per_hour,
         interval_seconds=world.interval_minutes * 60.0,
         utilisation=record.utilisation,
+        start=world.times[0],
+        user_ids=tuple(str(u) for u in world.user_ids),
+        roles=tuple(str(r) for r in world.users["role"]),
+        seed=world.config.seed,
     )
 
 

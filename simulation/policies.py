@@ -6,29 +6,30 @@
   capacity; allocations are the p95 of the last 24 hours' usage + headroom, scaled up in place
   when demand exceeds them;
 - ``oracle``: perfect knowledge of future position and demand, paying the same delays: it holds
-  warm capacity a boot ahead of each move and sizes allocations to the coming demand.
+  warm capacity a boot ahead of each move; it sizes each hour with the same rule as the others,
+  on the TRUE demand instead of a forecast or the past (the ``allocation_quantile`` of the
+  hour's active demand, plus the placement headroom), and grows ahead of any interval whose
+  demand exceeds that, so that it never leaves demand unmet.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import numpy as np
 
 from core.latency import great_circle_km
 from simulation.eval_engine import lead_steps
-from simulation.eval_policy import NO_REGION, RESOURCES, Decision, Observed, PolicyContext
+from simulation.eval_policy import (
+    NO_REGION,
+    RESOURCES,
+    Decision,
+    Observed,
+    PolicyContext,
+    active_quantile,
+)
 from simulation.eval_record import WorldRecord, expected_latency
-
-
-def _active_quantile(demand: np.ndarray, active: np.ndarray, q: float) -> np.ndarray:
-    """Per-user quantile ``q`` of demand over active intervals: (users, resources); 0 if none."""
-    values = np.where(active[..., None], demand, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # users without an active interval
-        out = np.nanquantile(values, q, axis=1)
-    return np.nan_to_num(out, nan=0.0)
+from simulation.predictive import PredictivePolicy
 
 
 def _no_warm(n_users: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +50,7 @@ class StaticPolicy:
         if self.allocation is None:
             quantile = self.context.settings.evaluation.allocation_quantile
             headroom = 1.0 + self.context.settings.placement.headroom
-            p95 = _active_quantile(observed.demand, observed.session_active, quantile)
+            p95 = active_quantile(observed.demand, observed.session_active, quantile)
             self.allocation = p95 * headroom
         warm_region, warm_allocation = _no_warm(len(self.context.home_region))
         return Decision(
@@ -85,7 +86,7 @@ class ReactivePolicy:
             or (step - self.context.first_step) % self.context.steps_per_hour == 0
         ):
             recent = slice(max(0, step - self.window), step)
-            self.allocation = self.headroom * _active_quantile(
+            self.allocation = self.headroom * active_quantile(
                 observed.demand[:, recent], observed.session_active[:, recent], self.quantile
             )
         last = observed.demand[:, -1]
@@ -137,9 +138,30 @@ class OraclePolicy:
         interval = context.interval_seconds
         self.boot_lead = lead_steps(context.settings.provisioning.cold_boot_seconds, interval) + 1
         self.wanted = self._plan_regions()
+        self.sized = self._hourly_size()
+
+    def _hourly_size(self) -> np.ndarray:
+        """(users, steps, resources): each clock hour's quantile of true active demand + headroom.
+
+        The hours are counted from the start of the evaluation range, like every policy's.
+        """
+        record, context = self.record, self.context
+        settings = context.settings
+        per_hour = context.steps_per_hour
+        first = context.first_step
+        sized = np.zeros_like(record.demand)
+        for start in range(first, record.n_steps, per_hour):
+            hour = slice(start, min(start + per_hour, record.n_steps))
+            size = active_quantile(
+                record.demand[:, hour], record.session_active[:, hour],
+                settings.evaluation.allocation_quantile,
+            )  # fmt: skip
+            sized[:, hour] = (1.0 + settings.placement.headroom) * size[:, None, :]
+        return np.maximum(record.demand, sized)
 
     def _plan_regions(self) -> np.ndarray:
-        """Region per user and step: stay while under the SLO, else the lowest-latency region."""
+        """Region per user and step: stay while under the SLO, else the lowest-latency region,
+        switching as early as that does no harm."""
         record, context = self.record, self.context
         slo = context.settings.latency_slo_ms
         all_regions = np.arange(len(context.catalogue))[None, :].repeat(record.n_users, axis=0)
@@ -154,12 +176,25 @@ class OraclePolicy:
             move = record.session_active[:, step] & (here > slo)
             current = np.where(move, np.argmin(latency, axis=1), current)
             wanted[:, step] = current
+        # Move early wherever the next region already serves under the SLO (or nobody is
+        # served): the state copy then completes before the old region's latency is needed.
+        for step in range(record.n_steps - 2, -1, -1):
+            following = wanted[:, step + 1]
+            change = following != wanted[:, step]
+            if not change.any():
+                continue
+            latency = expected_latency(
+                record, context.latency, context.catalogue.lat, context.catalogue.lon, step,
+                following,
+            )  # fmt: skip
+            harmless = change & ((latency <= slo) | ~record.session_active[:, step])
+            wanted[harmless, step] = following[harmless]
         return wanted
 
     def decide(self, step: int, observed: Observed) -> Decision:
-        """Serve where needed now; hold warm where needed a boot from now; size to true demand."""
+        """Serve where needed now; hold warm where needed a boot from now; size on true demand."""
         last = self.record.n_steps - 1
-        demand = self.record.demand
+        demand = self.sized
         region = self.wanted[:, step]
         allocation = np.maximum(demand[:, step], demand[:, min(step + 1, last)])
         ahead = min(step + self.boot_lead, last)
@@ -182,5 +217,6 @@ PolicyFactory = Callable[[PolicyContext, WorldRecord], object]
 POLICIES: dict[str, PolicyFactory] = {
     "static": lambda context, _record: StaticPolicy(context),
     "reactive": lambda context, _record: ReactivePolicy(context),
+    "predictive": lambda context, record: PredictivePolicy(context, record.n_steps),
     "oracle": OraclePolicy,
 }

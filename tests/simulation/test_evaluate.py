@@ -33,9 +33,24 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return evaluate(40, 2, 5, ["static", "reactive", "oracle"], settings=settings)
 
 
+BREAKDOWN = {
+    "latency_violation_minutes",
+    "demand_violation_minutes",
+    "unavoidable_violation_minutes",
+}
+
+
 def test_every_policy_reports_every_contract_metric(results: dict) -> None:
     for name in ("static", "reactive", "oracle"):
-        assert set(results["policies"][name]) == METRICS
+        assert set(results["policies"][name]) == METRICS | BREAKDOWN
+
+
+def test_violations_break_down_into_latency_and_demand(results: dict) -> None:
+    for metrics in results["policies"].values():
+        total = metrics["slo_violation_minutes"]
+        latency, demand = metrics["latency_violation_minutes"], metrics["demand_violation_minutes"]
+        assert max(latency, demand) <= total <= latency + demand
+        assert metrics["unavoidable_violation_minutes"] <= latency
 
 
 def test_all_policies_serve_the_same_user_minutes(results: dict) -> None:
@@ -55,6 +70,7 @@ def test_oracle_bounds_reactive_and_static(results: dict) -> None:
     for other in ("static", "reactive"):
         assert oracle["slo_violation_minutes"] <= policies[other]["slo_violation_minutes"]
     assert oracle["unmet_demand_fraction"] == 0.0
+    assert oracle["demand_violation_minutes"] == 0.0
     assert (
         policies["reactive"]["slo_violation_minutes"] < policies["static"]["slo_violation_minutes"]
     )

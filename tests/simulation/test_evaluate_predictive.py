@@ -1,0 +1,146 @@
+"""The predictive policy in the closed loop: runs, deterministic, blind to the future, pre-warms,
+and beats the reactive baseline on a small world with travellers."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from core.latency import LatencyModel
+from core.settings import Settings
+from simulation.eval_engine import Engine
+from simulation.eval_policy import NO_REGION, Decision, Observed
+from simulation.eval_record import WorldRecord, record_world
+from simulation.evaluate import _context, evaluate
+from simulation.predictive import PredictivePolicy
+from simulation.world import World, WorldConfig
+from tests.simulation.conftest import with_simulation
+
+TRAIN_DAYS = 2
+
+
+def tiny(settings: Settings, **evaluation: object) -> Settings:
+    """Settings whose predictive LSTM trains in a second or two on two days of history."""
+    changes = {
+        "train_days": TRAIN_DAYS,
+        "lstm_encoder_hours": 24,
+        "lstm_validation_hours": 12,
+        "lstm_hidden_size": 8,
+        "lstm_epochs": 1,
+        "lstm_samples_per_epoch": 256,
+        **evaluation,
+    }
+    return settings.model_copy(
+        update={"evaluation": settings.evaluation.model_copy(update=changes)}
+    )
+
+
+class Recording:
+    """Wraps a policy and keeps a copy of every decision it made."""
+
+    def __init__(self, policy: PredictivePolicy) -> None:
+        self.policy, self.name = policy, policy.name
+        self.decisions: list[Decision] = []
+
+    def decide(self, step: int, observed: Observed) -> Decision:
+        decision = self.policy.decide(step, observed)
+        parts = (
+            decision.region,
+            decision.allocation,
+            decision.warm_region,
+            decision.warm_allocation,
+        )
+        self.decisions.append(Decision(*(np.array(a, copy=True) for a in parts)))
+        return decision
+
+
+def _engine(settings: Settings, users: int, days: int, seed: int) -> tuple[Engine, WorldRecord]:
+    world = World(WorldConfig(users=users, days=TRAIN_DAYS + days, seed=seed), settings)
+    latency = LatencyModel(settings.latency)
+    record = record_world(world, latency)
+    context = _context(world, record, latency, settings, TRAIN_DAYS)
+    return Engine(context, record, settings), record
+
+
+@pytest.fixture(scope="module")
+def travellers(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    settings = tiny(Settings(home=tmp_path_factory.mktemp("predictive-home")))
+    return with_simulation(settings, traveller_share=0.6)
+
+
+@pytest.fixture(scope="module")
+def compared(travellers: Settings) -> dict:
+    return evaluate(30, 2, 4, ["reactive", "predictive", "oracle"], settings=travellers)
+
+
+def test_predictive_runs_and_is_deterministic_by_seed(travellers: Settings, compared: dict):
+    again = evaluate(30, 2, 4, ["predictive"], settings=travellers)
+    assert again["policies"]["predictive"] == compared["policies"]["predictive"]
+    assert again["details"] == compared["details"]  # no wall-clock figures in results.json
+    assert compared["policies"]["predictive"]["user_minutes"] > 0
+    other = evaluate(30, 2, 5, ["predictive"], settings=travellers)
+    assert other["policies"]["predictive"] != compared["policies"]["predictive"]
+
+
+def test_predictive_beats_reactive_and_the_oracle_bounds_it(compared: dict) -> None:
+    policies = compared["policies"]
+    predictive, reactive, oracle = (policies[n] for n in ("predictive", "reactive", "oracle"))
+    assert predictive["slo_violation_minutes"] < reactive["slo_violation_minutes"]
+    assert oracle["slo_violation_minutes"] <= predictive["slo_violation_minutes"]
+    unavoidable = {p["unavoidable_violation_minutes"] for p in policies.values()}
+    assert len(unavoidable) == 1
+    assert unavoidable.pop() <= oracle["slo_violation_minutes"]
+
+
+def test_decisions_never_depend_on_the_future(travellers: Settings) -> None:
+    engine, record = _engine(travellers, users=8, days=1, seed=6)
+    cut = engine.context.first_step + 2 * engine.context.steps_per_hour + 5
+    rng = np.random.default_rng(0)
+    future = np.s_[:, cut:]
+    demand = record.demand.copy()
+    demand[future] = rng.uniform(0, 8, size=demand[future].shape)
+    lat, lon = record.observed_lat.copy(), record.observed_lon.copy()
+    lat[future] = -lat[future]
+    lon[future] = np.clip(lon[future] + 90.0, -180, 180)
+    active = record.session_active.copy()
+    active[future] = ~active[future]
+    changed = replace(
+        record, demand=demand, observed_lat=lat, observed_lon=lon, true_lat=lat, true_lon=lon,
+        session_active=active,
+    )  # fmt: skip
+    runs = []
+    for world_record in (record, changed):
+        engine.record = world_record
+        policy = Recording(PredictivePolicy(engine.context, world_record.n_steps))
+        engine.run(policy)
+        runs.append(policy.decisions)
+    steps = cut - engine.context.first_step + 1  # decisions at steps up to ``cut`` see [0, cut)
+    for before, after in zip(runs[0][:steps], runs[1][:steps], strict=True):
+        for a, b in zip(
+            (before.region, before.allocation, before.warm_region, before.warm_allocation),
+            (after.region, after.allocation, after.warm_region, after.warm_allocation),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(a, b)
+    assert any(
+        not np.array_equal(a.allocation, b.allocation)
+        for a, b in zip(runs[0][steps:], runs[1][steps:], strict=True)
+    ), "perturbing the future changed nothing at all: the test would not notice a leak"
+
+
+def test_warm_capacity_is_held_where_a_user_then_moves(travellers: Settings) -> None:
+    engine, _record = _engine(travellers, users=30, days=2, seed=4)
+    policy = Recording(PredictivePolicy(engine.context, engine.record.n_steps))
+    engine.run(policy)
+    decisions = policy.decisions
+    into_warm = 0
+    for before, after in itertools.pairwise(decisions):
+        moved = np.flatnonzero(after.region != before.region)
+        into_warm += int(np.sum(before.warm_region[moved] == after.region[moved]))
+    held = sum(int(np.sum(d.warm_region != NO_REGION)) for d in decisions)
+    assert into_warm > 0, "no switchover went into capacity held warm before it"
+    assert held > into_warm
+    assert policy.policy.holds_used > 0
