@@ -782,6 +782,10 @@ class EvaluationSettings(BaseModel):
     reactive_window_hours: int = Field(
         24, ge=1, description="Hours of recent usage the reactive policy sizes allocations on."
     )
+    mlflow_experiment: str = Field(
+        "prewarm-evaluation",
+        description="MLflow experiment of the evaluation runs (metrics per policy, report.html).",
+    )
     forecast_hours: int = Field(
         6, ge=1, description="Hours the predictive policy forecasts (and plans) at each replan."
     )

@@ -27,6 +27,7 @@ from serving.router.migration import copy_seconds
 from simulation.eval_metrics import MetricsAccumulator
 from simulation.eval_policy import NO_REGION, RESOURCES, Decision, Observed, Policy, PolicyContext
 from simulation.eval_record import WorldRecord, expected_latency
+from simulation.eval_trace import PolicyTrace
 
 
 @dataclass
@@ -82,8 +83,11 @@ class Engine:
         self.boot_s = settings.provisioning.cold_boot_seconds
         self.scale_s = settings.provisioning.scale_up_seconds
 
-    def run(self, policy: Policy) -> dict[str, float]:
-        """Drive ``policy`` over every evaluation step; its metrics in the JSON contract."""
+    def run(self, policy: Policy, trace: PolicyTrace | None = None) -> dict[str, float]:
+        """Drive ``policy`` over every evaluation step; its metrics in the JSON contract.
+
+        ``trace``, when given, records what the policy did at every step (for the report).
+        """
         record, first = self.record, self.context.first_step
         n_users = record.n_users
         latency_ms = np.full((n_users, record.n_steps), np.nan)
@@ -102,6 +106,8 @@ class Engine:
             self._account(state, step, t0, metrics)
             serving_now = self._complete(state, t0 + self.interval_s, metrics)
             served[:, step] = serving_now
+            if trace is not None:
+                trace.add(step - first, decision, serving_now)
             latency_ms[:, step] = self._measured(served[:, step : step + 1], step, step + 1)[:, 0]
         return metrics.results()
 

@@ -9,19 +9,24 @@ deterministic function of the arguments and the settings.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from core.latency import LatencyModel
 from core.settings import Settings, get_settings
 from simulation.eval_engine import Engine
+from simulation.eval_mlflow import log_evaluation
 from simulation.eval_policy import PolicyContext
 from simulation.eval_record import WorldRecord, record_world
+from simulation.eval_trace import PolicyTrace
 from simulation.policies import POLICIES
 from simulation.predictive import PredictivePolicy, summary
+from simulation.report import write_report
 from simulation.world import World, WorldConfig
 
 RESULTS_FILE = "results.json"
+logger = logging.getLogger(__name__)
 
 
 def evaluate(
@@ -35,8 +40,9 @@ def evaluate(
 ) -> dict:
     """Evaluate ``policies`` on a world of ``users`` over ``days`` days after the training range.
 
-    Returns ``{"policies": {name: metrics}}`` and, with ``out``, writes it to
-    ``out/results.json`` (DESIGN.md section 4). Unknown policy names raise ValueError.
+    Returns ``{"policies": {name: metrics}}``. With ``out``, also writes ``out/results.json``
+    (DESIGN.md section 4) and ``out/report.html``, and logs both with every policy's metrics as
+    one MLflow run. Unknown policy names raise ValueError.
     """
     settings = settings if settings is not None else get_settings()
     unknown = [name for name in policies if name not in POLICIES]
@@ -49,15 +55,25 @@ def evaluate(
     context = _context(world, record, latency, settings, train_days)
     engine = Engine(context, record, settings)
     results: dict = {"policies": {}}
+    traces: dict[str, PolicyTrace] = {}
+    steps = record.n_steps - context.first_step
     for name in policies:
         if progress is not None:
             progress(name)
         policy = POLICIES[name](context, record)
-        results["policies"][name] = engine.run(policy)
+        trace = None
+        if out is not None:
+            trace = PolicyTrace.empty(record.n_users, steps, len(context.catalogue))
+            traces[name] = trace
+        results["policies"][name] = engine.run(policy, trace)
         if isinstance(policy, PredictivePolicy):
             results.setdefault("details", {})[name] = summary(policy)
     if out is not None:
-        write_results(results, out)
+        files = [write_results(results, out), write_report(results, traces, record, context, out)]
+        params = {"users": users, "days": days, "seed": seed, "train_days": train_days,
+                  "policies": ",".join(policies)}  # fmt: skip
+        run_id = log_evaluation(results, params, files, settings)
+        logger.info("evaluation logged to MLflow run %s (%s)", run_id, settings.mlflow_tracking_uri)
     return results
 
 
