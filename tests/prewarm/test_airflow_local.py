@@ -12,6 +12,8 @@ from prewarm.airflow_local import ensure_metadata_db, run_dag
 
 DAG_FILE = '''
 import pendulum
+import os
+
 from airflow.sdk import dag, task
 
 
@@ -19,7 +21,10 @@ from airflow.sdk import dag, task
 def tiny():
     @task
     def when(**context) -> str:
-        return context["dag_run"].run_after.isoformat()
+        moment = context["dag_run"].run_after.isoformat()
+        with open(os.environ["TINY_MOMENTS"], "a") as moments:
+            print(moment, file=moments)
+        return moment
 
     @task
     def fail_if_asked(params: dict | None = None, **context) -> None:
@@ -46,17 +51,18 @@ def tiny_dags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_a_dag_runs_at_the_given_moment_and_can_run_there_again(tiny_dags: Path) -> None:
     moment = datetime(2026, 1, 14, tzinfo=UTC)
-    first = run_dag("tiny", run_after=moment)
+    moments = tiny_dags / "moments.txt"
+    first = run_dag("tiny", run_after=moment, env={"TINY_MOMENTS": str(moments)})
     assert first.ok, first.log.read_text()[-2000:]
     assert first.task_states == {"when": "success", "fail_if_asked": "success"}
-    assert moment.isoformat() in first.log.read_text()
     # The same moment again (a second demo): the earlier run is replaced, not a clash of ids.
-    again = run_dag("tiny", run_after=moment)
+    again = run_dag("tiny", run_after=moment, env={"TINY_MOMENTS": str(moments)})
     assert again.ok, again.log.read_text()[-2000:]
+    assert moments.read_text().split() == [moment.isoformat()] * 2
 
 
 def test_a_failing_run_reports_its_failed_task(tiny_dags: Path) -> None:
-    result = run_dag("tiny", conf={"fail": True})
+    result = run_dag("tiny", conf={"fail": True}, env={"TINY_MOMENTS": str(tiny_dags / "m.txt")})
     assert not result.ok
     assert result.task_states["fail_if_asked"] == "failed"
     assert "asked to fail" in result.log.read_text()

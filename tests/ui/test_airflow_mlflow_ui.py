@@ -111,10 +111,12 @@ def test_nightly_retrain_triggered_from_the_ui_with_params_succeeds(
 def test_mlflow_shows_the_champion_with_its_metrics_and_plots(
     ui_world, page, screenshots: Path
 ) -> None:
-    from mlflow import MlflowClient
+    from training import registry
 
     settings = ui_world.settings
-    client = MlflowClient(settings.mlflow_tracking_uri)
+    # Registry URI given explicitly: other tests in this process may have set mlflow's global
+    # one to their own home, which a client without it would use for the alias.
+    client = registry.client(settings)
     name = settings.mlflow.model_name
     champion = client.get_model_version_by_alias(name, "champion")
     run = client.get_run(champion.run_id)
