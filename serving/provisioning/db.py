@@ -1,4 +1,4 @@
-"""Database plumbing shared by the ledger and the local provider's simulated cloud.
+"""Database plumbing shared by the ledger, the migration journal and the local provider's cloud.
 
 Both keep state in SQLAlchemy databases that several OS processes write at once (the DAG's
 provisioning step, the router's migrations, a reconciler). Correctness rests on each
@@ -16,9 +16,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy import Column, DateTime, Engine, Float, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
+
+from serving.provisioning.provider import ResourceSpec
+
+SPEC_COLUMNS: tuple[str, ...] = ("cpu_cores", "ram_gb", "storage_iops", "network_mbps")
+"""The four resources of a ``ResourceSpec``, one Float column each in every table holding one."""
+
+
+def spec_columns() -> list[Column]:
+    """Fresh ``Column`` objects for a spec (a Column belongs to one table only)."""
+    return [Column(name, Float, nullable=False) for name in SPEC_COLUMNS]
+
+
+def spec_values(spec: ResourceSpec) -> dict[str, float]:
+    """A spec as the values of its columns (for an insert or update)."""
+    return {name: float(getattr(spec, name)) for name in SPEC_COLUMNS}
+
+
+def spec_of(row: Any) -> ResourceSpec:
+    """The spec held in a row's spec columns."""
+    return ResourceSpec(*(getattr(row, name) for name in SPEC_COLUMNS))
 
 
 def make_engine(url: str, lock_timeout_seconds: float) -> Engine:

@@ -41,7 +41,14 @@ from sqlalchemy import (
 )
 
 from core.settings import Settings
-from serving.provisioning.db import UTCDateTime, make_engine, sqlite_url
+from serving.provisioning.db import (
+    UTCDateTime,
+    make_engine,
+    spec_columns,
+    spec_of,
+    spec_values,
+    sqlite_url,
+)
 from serving.provisioning.provider import ProviderResource, ResourceSpec
 from serving.provisioning.states import (
     HOLDING,
@@ -66,10 +73,7 @@ reservations = Table(
     Column("region", String(64), nullable=False),
     Column("window_start", UTCDateTime, nullable=False),
     Column("window_end", UTCDateTime, nullable=False),
-    Column("cpu_cores", Float, nullable=False),
-    Column("ram_gb", Float, nullable=False),
-    Column("storage_iops", Float, nullable=False),
-    Column("network_mbps", Float, nullable=False),
+    *spec_columns(),
     Column("warm_fraction", Float, nullable=False),
     Column("warm_usd_per_hour", Float, nullable=False),
     Column("full_usd_per_hour", Float, nullable=False),
@@ -266,10 +270,7 @@ class Ledger:
                     region=new.region,
                     window_start=new.window_start,
                     window_end=new.window_end,
-                    cpu_cores=new.spec.cpu_cores,
-                    ram_gb=new.spec.ram_gb,
-                    storage_iops=new.spec.storage_iops,
-                    network_mbps=new.spec.network_mbps,
+                    **spec_values(new.spec),
                     warm_fraction=new.warm_fraction,
                     warm_usd_per_hour=new.warm_usd_per_hour,
                     full_usd_per_hour=new.full_usd_per_hour,
@@ -558,7 +559,7 @@ def _to_reservation(row: Any) -> Reservation:
         region=row.region,
         window_start=row.window_start,
         window_end=row.window_end,
-        spec=ResourceSpec(row.cpu_cores, row.ram_gb, row.storage_iops, row.network_mbps),
+        spec=spec_of(row),
         warm_fraction=row.warm_fraction,
         warm_usd_per_hour=row.warm_usd_per_hour,
         full_usd_per_hour=row.full_usd_per_hour,

@@ -26,7 +26,6 @@ from sqlalchemy import (
     Column,
     Connection,
     Engine,
-    Float,
     Index,
     MetaData,
     String,
@@ -41,7 +40,15 @@ from sqlalchemy import (
 from core.regions import Region, RegionCatalogue, load_regions
 from core.settings import Settings
 from serving.provisioning.clock import Clock, system_clock
-from serving.provisioning.db import UTCDateTime, make_engine, sqlite_url
+from serving.provisioning.db import (
+    SPEC_COLUMNS,
+    UTCDateTime,
+    make_engine,
+    spec_columns,
+    spec_of,
+    spec_values,
+    sqlite_url,
+)
 from serving.provisioning.provider import (
     CapacityError,
     Kind,
@@ -65,10 +72,7 @@ resources = Table(
     Column("region", String(64), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("target_state", String(16), nullable=False),
-    Column("cpu_cores", Float, nullable=False),
-    Column("ram_gb", Float, nullable=False),
-    Column("storage_iops", Float, nullable=False),
-    Column("network_mbps", Float, nullable=False),
+    *spec_columns(),
     Column("created_at", UTCDateTime, nullable=False),
     Column("booted_at", UTCDateTime, nullable=False),
     Column("ready_at", UTCDateTime, nullable=False),
@@ -87,7 +91,6 @@ Index(  # one live resource per key and kind: the idempotency guarantee
     postgresql_where=resources.c.released_at.is_(None),
 )
 
-_SPEC_COLUMNS = ("cpu_cores", "ram_gb", "storage_iops", "network_mbps")
 
 
 def split_by_kind(spec: ResourceSpec) -> dict[Kind, ResourceSpec]:
@@ -161,7 +164,7 @@ class LocalProvider:
                     "region": request.region,
                     "kind": kind,
                     "target_state": "warm" if request.warm else "active",
-                    **_spec_values(part),
+                    **spec_values(part),
                     "created_at": now,
                     "booted_at": ready_at,
                     "ready_at": ready_at,
@@ -185,14 +188,14 @@ class LocalProvider:
             if current == spec and all(r.state == "active" for r in held):
                 return held
             growth = ResourceSpec(
-                *(max(0.0, getattr(spec, c) - getattr(current, c)) for c in _SPEC_COLUMNS)
+                *(max(0.0, getattr(spec, c) - getattr(current, c)) for c in SPEC_COLUMNS)
             )
             self._check_capacity(conn, self._region(held[0].region), growth)
             parts = split_by_kind(spec)
             for resource in held:
                 grows = any(
                     getattr(parts[resource.kind], c) > getattr(resource.spec, c)
-                    for c in _SPEC_COLUMNS
+                    for c in SPEC_COLUMNS
                 )
                 booted = resource.ready_at or now
                 ready_at = max(now, booted) + self.scale_up if grows else max(now, booted)
@@ -202,7 +205,7 @@ class LocalProvider:
                     .values(
                         target_state="active",
                         ready_at=ready_at,
-                        **_spec_values(parts[resource.kind]),
+                        **spec_values(parts[resource.kind]),
                     )
                 )
             return self._live(conn, resources.c.reservation_id == reservation_id)
@@ -257,7 +260,7 @@ class LocalProvider:
     @staticmethod
     def _usage(conn: Connection, region: str) -> ResourceSpec:
         row = conn.execute(
-            select(*(func.coalesce(func.sum(resources.c[c]), 0.0) for c in _SPEC_COLUMNS)).where(
+            select(*(func.coalesce(func.sum(resources.c[c]), 0.0) for c in SPEC_COLUMNS)).where(
                 resources.c.region == region, resources.c.released_at.is_(None)
             )
         ).one()
@@ -273,13 +276,9 @@ class LocalProvider:
         return [_to_resource(row, now) for row in conn.execute(query)]
 
 
-def _spec_values(spec: ResourceSpec) -> dict[str, float]:
-    return {c: float(getattr(spec, c)) for c in _SPEC_COLUMNS}
-
-
 def _total(specs: Any) -> ResourceSpec:
     specs = list(specs)
-    return ResourceSpec(*(sum(getattr(s, c) for s in specs) for c in _SPEC_COLUMNS))
+    return ResourceSpec(*(sum(getattr(s, c) for s in specs) for c in SPEC_COLUMNS))
 
 
 def _to_resource(row: Any, now: datetime) -> ProviderResource:
@@ -291,7 +290,7 @@ def _to_resource(row: Any, now: datetime) -> ProviderResource:
         region=row.region,
         kind=row.kind,
         state=state,
-        spec=ResourceSpec(row.cpu_cores, row.ram_gb, row.storage_iops, row.network_mbps),
+        spec=spec_of(row),
         ready_at=row.ready_at,
         tags=json.loads(row.tags),
     )

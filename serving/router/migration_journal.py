@@ -31,7 +31,6 @@ from sqlalchemy import (
     Column,
     Connection,
     Engine,
-    Float,
     ForeignKey,
     Index,
     Integer,
@@ -45,7 +44,14 @@ from sqlalchemy import (
 )
 
 from core.settings import Settings
-from serving.provisioning.db import UTCDateTime, make_engine, sqlite_url
+from serving.provisioning.db import (
+    UTCDateTime,
+    make_engine,
+    spec_columns,
+    spec_of,
+    spec_values,
+    sqlite_url,
+)
 from serving.provisioning.provider import ResourceSpec
 
 Step = Literal[
@@ -74,10 +80,7 @@ migrations = Table(
     Column("intent_id", String(300), nullable=False),
     Column("from_region", String(64), nullable=False),
     Column("to_region", String(64), nullable=False),
-    Column("cpu_cores", Float, nullable=False),
-    Column("ram_gb", Float, nullable=False),
-    Column("storage_iops", Float, nullable=False),
-    Column("network_mbps", Float, nullable=False),
+    *spec_columns(),
     Column("source_reservation_id", String(64), nullable=True),
     Column("target_reservation_id", String(64), nullable=True),
     Column("cold", Boolean, nullable=False),
@@ -265,10 +268,7 @@ class MigrationJournal:
                     intent_id=new.intent_id,
                     from_region=new.from_region,
                     to_region=new.to_region,
-                    cpu_cores=new.spec.cpu_cores,
-                    ram_gb=new.spec.ram_gb,
-                    storage_iops=new.spec.storage_iops,
-                    network_mbps=new.spec.network_mbps,
+                    **spec_values(new.spec),
                     source_reservation_id=new.source_reservation_id,
                     target_reservation_id=new.target_reservation_id,
                     cold=new.cold,
@@ -514,7 +514,7 @@ def _to_migration(row: Any) -> Migration:
         intent_id=row.intent_id,
         from_region=row.from_region,
         to_region=row.to_region,
-        spec=ResourceSpec(row.cpu_cores, row.ram_gb, row.storage_iops, row.network_mbps),
+        spec=spec_of(row),
         source_reservation_id=row.source_reservation_id,
         target_reservation_id=row.target_reservation_id,
         cold=row.cold,
