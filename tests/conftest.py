@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -58,9 +59,9 @@ def pg_url() -> Iterator[str]:
         admin.close()
 
 
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    """A unique key prefix in the local Redis; every key under it is deleted afterwards."""
+@contextmanager
+def redis_keys_removed(pattern: str) -> Iterator[None]:
+    """Skip the test without a local Redis; afterwards delete every key matching ``pattern``."""
     import redis
 
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
@@ -68,9 +69,18 @@ def redis_prefix() -> Iterator[str]:
         client.ping()
     except redis.exceptions.ConnectionError:
         pytest.skip(f"Redis is not reachable at {REDIS_URL}")
+    try:
+        yield
+    finally:
+        leftover = list(client.scan_iter(match=pattern))
+        if leftover:
+            client.delete(*leftover)
+        client.close()
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A unique key prefix in the local Redis; every key under it is deleted afterwards."""
     prefix = f"prewarm-test:{uuid.uuid4().hex[:12]}:"
-    yield prefix
-    leftover = list(client.scan_iter(match=f"{prefix}*"))
-    if leftover:
-        client.delete(*leftover)
-    client.close()
+    with redis_keys_removed(f"{prefix}*"):
+        yield prefix

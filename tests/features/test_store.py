@@ -37,13 +37,13 @@ from features.store import (
     training_frame,
     write_offline,
 )
+from tests.conftest import REDIS_URL, redis_keys_removed
 
 START = pd.Timestamp("2026-10-01 00:00", tz="UTC")  # a Thursday, safely in the past
 CUT = pd.Timestamp("2026-10-01 03:00", tz="UTC")  # telemetry from here on is distinctive
 END = pd.Timestamp("2026-10-01 06:00", tz="UTC")
 AMSTERDAM = (52.37, 4.90)
 PARIS = (48.86, 2.35)
-REDIS_URL = "redis://127.0.0.1:6379"
 
 
 def distinctive_telemetry() -> pd.DataFrame:
@@ -350,18 +350,9 @@ def test_redis_configuration_comes_from_settings(tmp_path: Path) -> None:
 @pytest.fixture
 def redis_project() -> Iterator[str]:
     """A unique Feast project (the suffix of its Redis keys); its keys are deleted afterwards."""
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"Redis is not reachable at {REDIS_URL}")
     project = f"prewarm_test_{uuid.uuid4().hex[:12]}"
-    yield project
-    leftover = list(client.scan_iter(match=f"*{project}".encode()))
-    if leftover:
-        client.delete(*leftover)
-    client.close()
+    with redis_keys_removed(f"*{project}"):
+        yield project
 
 
 def test_online_round_trip_on_redis(tmp_path: Path, telemetry, redis_project: str) -> None:
