@@ -330,10 +330,10 @@ class DemoSettings(BaseModel):
         1.0, gt=0, description="Last hours of the world replayed to the router as client probes."
     )
     feedback_wait_seconds: float = Field(
-        5.0,
+        30.0,
         gt=0,
-        description="How long the demo waits for the router's own feedback export before it "
-        "exports the router's measurements itself.",
+        description="Longest the demo waits for the router's feedback export after the probe "
+        "replay (it exports every second in the demo); without one, feedback_collect is skipped.",
     )
 
 

@@ -78,7 +78,8 @@ def print_demo_summary(summary: DemoSummary, settings: Settings, console: Consol
         console.print(
             f"router: {summary.probes['probes']:,} probes from {summary.probes['users']:,} "
             f"users, {summary.probes['switch_decisions']:,} switchover decisions; "
-            f"measurements exported by the {summary.probes.get('exported_by', 'router')}"
+            + ("measurements exported by the router" if summary.probes.get("exported")
+               else "the router exported no measurements in time")
         )
     if summary.evaluation is not None:
         console.print(policies_table(summary.evaluation))

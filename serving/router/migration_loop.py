@@ -66,6 +66,7 @@ class MigrationLoop:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.holds_lease = False
         self._just_gained = False
+        self._next_export: datetime | None = None
 
     def start(self) -> None:
         """Start the loop in a daemon thread."""
@@ -87,11 +88,10 @@ class MigrationLoop:
         router = self.settings.router
         executor = MigrationExecutor.from_settings(self.settings, self.clock, self.faults)
         try:
-            next_export = self.clock()
             while not self._stop.is_set():
                 if self._renew_lease():
                     try:
-                        next_export = self._pass(executor, next_export)
+                        self._pass(executor)
                     except LoopStoppedError:
                         if self._stop.is_set():
                             break
@@ -100,17 +100,22 @@ class MigrationLoop:
             executor.close()
             self._release_lease()
 
-    def _pass(self, executor: MigrationExecutor, next_export: datetime) -> datetime:
+    def _pass(self, executor: MigrationExecutor) -> None:
         """One pass under the lease (a recovery first, when the lease was just gained)."""
         if self._just_gained:
             self._just_gained = False
             self._guarded("recovery", self.recover, executor)
         self._guarded("migration executor pass", self.execute, executor)
+        self._export_if_due()
+
+    def _export_if_due(self) -> None:
+        """The feedback export, when its interval has passed (also called while a migration
+        waits, so that a long boot does not hold the router's measurements back)."""
         now = self.clock()
-        if now >= next_export:
-            next_export = now + timedelta(seconds=self.settings.router.feedback_export_seconds)
+        if self._next_export is None or now >= self._next_export:
+            interval = timedelta(seconds=self.settings.router.feedback_export_seconds)
+            self._next_export = now + interval
             self._guarded("feedback export", self.export_feedback, now)
-        return next_export
 
     def _renew_lease(self) -> bool:
         """Take or renew the executor lease; whether this loop holds it now."""
@@ -176,15 +181,17 @@ class MigrationLoop:
             log.exception("%s failed; retrying on the next pass", what)
 
     def _wait_until(self, moment: datetime) -> None:
-        """Wait on the clock until ``moment``, renewing the lease; raises LoopStoppedError when
-        stopped meanwhile or when the lease is lost."""
-        renew_every = self.settings.router.executor_lease_seconds / 3
+        """Wait on the clock until ``moment``, renewing the lease and exporting feedback when due;
+        raises LoopStoppedError when stopped meanwhile or when the lease is lost."""
+        router = self.settings.router
+        step = min(router.executor_lease_seconds / 3, router.feedback_export_seconds)
         deadline = time.monotonic() + max(0.0, (moment - self.clock()).total_seconds())
         while True:
             left = deadline - time.monotonic()
-            if self._stop.wait(max(0.0, min(left, renew_every))):
+            if self._stop.wait(max(0.0, min(left, step))):
                 raise LoopStoppedError
-            if left <= renew_every:
+            if left <= step:
                 return
             if not self._renew_lease():
                 raise LoopStoppedError
+            self._export_if_due()
