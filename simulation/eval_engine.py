@@ -11,6 +11,14 @@ Delays, the same for every policy (settings.provisioning and settings.router):
 - a warm hold becomes ready ``cold_boot_seconds`` after it is asked for;
 - growing an allocation in place takes ``scale_up_seconds``; shrinking is immediate.
 
+Capacity binds (``simulation.eval_capacity``): before a decision is applied, each new move, new
+or larger warm hold and growth (in place or of a move under way) is granted only if its region
+has the vCPU free (``capacity_vcpu`` less the background load at that step, less what this
+policy's users already hold there), in user index order, first fit; what does not fit is
+refused and counted (``capacity_refusals``). The first decision, which puts the already running
+system in place at once, is granted the same way from nothing held: a user refused there starts
+without vCPU.
+
 Time inside an interval is accounted at ``settings.evaluation.accounting_seconds`` resolution: a
 sub-interval is served by the new region or allocation once the change completed at its start.
 """
@@ -24,6 +32,7 @@ import numpy as np
 
 from core.settings import Settings
 from serving.router.migration import copy_seconds
+from simulation.eval_capacity import Refusals, grant, held_vcpu
 from simulation.eval_metrics import MetricsAccumulator
 from simulation.eval_policy import NO_REGION, RESOURCES, Decision, Observed, Policy, PolicyContext
 from simulation.eval_record import WorldRecord, expected_latency
@@ -94,13 +103,18 @@ class Engine:
         served = np.broadcast_to(self.context.home_region[:, None], latency_ms.shape).copy()
         latency_ms[:, :first] = self._measured(served[:, :first], 0, first)
         metrics = MetricsAccumulator(self.settings.latency_slo_ms, self.tick_s)
+        refusals = Refusals()
         state: ServingState | None = None
         for step in range(first, record.n_steps):
             observed = self._observed(step, latency_ms, state)
             decision = policy.decide(step, observed)
             self._check(decision, n_users)
             t0 = (step - first) * self.interval_s
-            if state is None:
+            fresh = state is None
+            if fresh:
+                state = ServingState.start(_nothing_held(decision))
+            decision = grant(state, decision, self._available(step), refusals)
+            if fresh:
                 state = ServingState.start(decision)
             self._apply(state, decision, t0)
             self._account(state, step, t0, metrics)
@@ -109,7 +123,7 @@ class Engine:
             if trace is not None:
                 trace.add(step - first, decision, serving_now)
             latency_ms[:, step] = self._measured(served[:, step : step + 1], step, step + 1)[:, 0]
-        return metrics.results()
+        return metrics.results() | _refusal_metrics(refusals)
 
     # ----- what the policy sees ---------------------------------------------------------------
 
@@ -118,11 +132,12 @@ class Engine:
         if state is None:
             region = self.context.home_region.copy()
             allocation = np.zeros((record.n_users, len(RESOURCES)))
+            pending = np.full(record.n_users, NO_REGION, dtype=np.int64)
             held = np.zeros(len(self.catalogue))
         else:
             region, allocation = state.region.copy(), state.allocation.copy()
-            held = self._held_vcpu(state)
-        load = record.utilisation[min(step, record.n_steps - 1)]
+            pending = state.pending_region.copy()
+            held = held_vcpu(state, len(self.catalogue))
         return Observed(
             step=step,
             lat=record.observed_lat[:, :step],
@@ -133,19 +148,14 @@ class Engine:
             session_active=record.session_active[:, :step],
             region=region,
             allocation=allocation,
-            free_vcpu=self.capacity_vcpu * (1.0 - load) - held,
+            pending_region=pending,
+            free_vcpu=self._available(step) - held,
         )
 
-    def _held_vcpu(self, state: ServingState) -> np.ndarray:
-        regions = len(self.catalogue)
-        held = np.bincount(state.region, state.allocation[:, 0], minlength=regions)
-        for where, amount in (
-            (state.pending_region, state.pending_allocation[:, 0]),
-            (state.warm_region, state.warm_allocation[:, 0]),
-        ):
-            mask = where != NO_REGION
-            held += np.bincount(where[mask], amount[mask], minlength=regions)
-        return held
+    def _available(self, step: int) -> np.ndarray:
+        """(regions,) vCPU the background load leaves at ``step`` (before this policy's holds)."""
+        load = self.record.utilisation[min(step, self.record.n_steps - 1)]
+        return self.capacity_vcpu * (1.0 - load)
 
     def _measured(self, regions: np.ndarray, start: int, stop: int) -> np.ndarray:
         """What a probe measures: expected latency from the true position, plus the jitter."""
@@ -267,6 +277,22 @@ class Engine:
         state.allocation[scaled] = state.scale_target[scaled]
         state.scale_ready_s[scaled] = np.inf
         return state.region.copy()
+
+
+def _nothing_held(decision: Decision) -> Decision:
+    """``decision``'s regions with nothing allocated: what the first decision is granted from."""
+    empty = np.zeros_like(decision.allocation, dtype=np.float64)
+    return Decision(decision.region, empty, decision.warm_region, empty)
+
+
+def _refusal_metrics(refusals: Refusals) -> dict[str, float]:
+    """Requests refused for capacity (beyond the contract)."""
+    return {
+        "capacity_refusals": float(refusals.total()),
+        "capacity_refused_moves": float(refusals.moves),
+        "capacity_refused_warm_holds": float(refusals.warm_holds),
+        "capacity_refused_growth": float(refusals.growth),
+    }
 
 
 def lead_steps(seconds: float, interval_seconds: float) -> int:

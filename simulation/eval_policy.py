@@ -50,7 +50,9 @@ class Observed:
 
     Arrays are (users, step) views; ``demand`` is (users, step, len(RESOURCES)). ``latency_ms`` is
     the measured round trip to the region that served the user (NaN without a session).
-    ``region`` and ``allocation`` are the serving state now.
+    ``region`` and ``allocation`` are the serving state now; ``pending_region`` the region a
+    granted move is still under way to (``NO_REGION`` where none): a move the engine refused
+    for capacity shows as neither.
     """
 
     step: int
@@ -62,6 +64,7 @@ class Observed:
     session_active: np.ndarray
     region: np.ndarray
     allocation: np.ndarray
+    pending_region: np.ndarray
     free_vcpu: np.ndarray  # (regions,) capacity left in each region now, all policies' holds off
 
 

@@ -9,7 +9,9 @@
   warm capacity a boot ahead of each move; it sizes each hour with the same rule as the others,
   on the TRUE demand instead of a forecast or the past (the ``allocation_quantile`` of the
   hour's active demand, plus the placement headroom), and grows ahead of any interval whose
-  demand exceeds that, so that it never leaves demand unmet.
+  demand exceeds that, so that it never leaves demand unmet. It plans within region capacity
+  (:class:`OracleLedger`): the engine refuses what a full region has no room for, and the
+  oracle, knowing every region's future load, never asks for it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import Callable
 import numpy as np
 
 from core.latency import great_circle_km
+from serving.router.migration import copy_seconds
+from simulation.eval_capacity import FreeCapacity
 from simulation.eval_engine import lead_steps
 from simulation.eval_policy import (
     NO_REGION,
@@ -137,8 +141,8 @@ class OraclePolicy:
         self.record = record
         interval = context.interval_seconds
         self.boot_lead = lead_steps(context.settings.provisioning.cold_boot_seconds, interval) + 1
-        self.wanted = self._plan_regions()
         self.sized = self._hourly_size()
+        self.wanted = self._plan_regions()
 
     def _hourly_size(self) -> np.ndarray:
         """(users, steps, resources): each clock hour's quantile of true active demand + headroom.
@@ -161,9 +165,10 @@ class OraclePolicy:
 
     def _plan_regions(self) -> np.ndarray:
         """Region per user and step: stay while under the SLO, else the lowest-latency region,
-        switching as early as that does no harm."""
+        switching as early as that does no harm; all within what each region has room for."""
         record, context = self.record, self.context
         slo = context.settings.latency_slo_ms
+        ledger = OracleLedger(context, self.boot_lead, self.sized[..., 0].max(axis=1))
         all_regions = np.arange(len(context.catalogue))[None, :].repeat(record.n_users, axis=0)
         wanted = np.empty((record.n_users, record.n_steps), dtype=np.int64)
         current = context.home_region.astype(np.int64).copy()
@@ -174,10 +179,12 @@ class OraclePolicy:
             )  # fmt: skip
             here = latency[np.arange(record.n_users), current]
             move = record.session_active[:, step] & (here > slo)
-            current = np.where(move, np.argmin(latency, axis=1), current)
+            desired = np.where(move, np.argmin(latency, axis=1), current)
+            current = ledger.place(step, current, desired, latency)
             wanted[:, step] = current
         # Move early wherever the next region already serves under the SLO (or nobody is
-        # served): the state copy then completes before the old region's latency is needed.
+        # served) and has room for the earlier warm hold: the state copy then completes before
+        # the old region's latency is needed.
         for step in range(record.n_steps - 2, -1, -1):
             following = wanted[:, step + 1]
             change = following != wanted[:, step]
@@ -188,6 +195,7 @@ class OraclePolicy:
                 following,
             )  # fmt: skip
             harmless = change & ((latency <= slo) | ~record.session_active[:, step])
+            harmless = ledger.move_earlier(step, following, harmless)
             wanted[harmless, step] = following[harmless]
         return wanted
 
@@ -210,6 +218,79 @@ class OraclePolicy:
         warm_allocation = np.maximum(demand[users, at], demand[users, np.minimum(at + 1, last)])
         warm_allocation = np.where(has_move[:, None], warm_allocation, 0.0)
         return Decision(region.copy(), allocation, warm_region.astype(np.int64), warm_allocation)
+
+
+class OracleLedger:
+    """vCPU the oracle's plan reserves per step and region, against what the regions have free.
+
+    Every user reserves its peak sized vCPU (so that whatever the engine holds for it, serving,
+    a move under way or a warm hold, is covered): at each step in the region it was served from
+    the step before, and, when it moves at step ``s`` to a region, there over the warm hold's
+    lead ``[s - boot_lead, s]``. A user stays while its region has room until its next chance
+    to leave has completed; otherwise, and when latency calls for a move, it goes to the
+    lowest-latency region with room over the whole hold (users in index order, first fit).
+    """
+
+    def __init__(self, context: PolicyContext, boot_lead: int, peak_vcpu: np.ndarray) -> None:
+        settings = context.settings
+        capacity = np.array([r.capacity_vcpu for r in context.catalogue], dtype=np.float64)
+        self.available = capacity[None, :] * (1.0 - context.utilisation)  # (steps, regions)
+        self.used = np.zeros_like(self.available)
+        self.boot_lead = boot_lead
+        moving = (
+            settings.provisioning.cold_boot_seconds
+            + copy_seconds(settings.evaluation.session_bytes, settings.router)
+            + settings.provisioning.scale_up_seconds
+        )
+        self.pending_steps = max(1, lead_steps(moving, context.interval_seconds))
+        self.peak = peak_vcpu
+
+    def _window(self, step: int, before: int, after: int) -> slice:
+        return slice(max(0, step - before), min(len(self.available), step + after + 1))
+
+    def place(
+        self, step: int, previous: np.ndarray, desired: np.ndarray, latency: np.ndarray
+    ) -> np.ndarray:
+        """Regions at ``step`` (users,): ``desired`` where it has room, reserved in the ledger."""
+        ahead = self._window(step, 0, self.pending_steps)
+        room = self.available[ahead].min(axis=0) - self.used[step]
+        stay = desired == previous
+        kept = FreeCapacity(room).grant(previous, self.peak, stay)
+        self.used[step] += np.bincount(previous, self.peak, minlength=self.used.shape[1])
+        placed = previous.copy()
+        for user in np.flatnonzero(~kept):
+            for region in np.argsort(latency[user], kind="stable"):
+                if region == previous[user]:
+                    if stay[user]:
+                        continue  # no room to stay: it has to leave
+                    break  # no lower-latency region has room: it stays
+                if self._move_fits(step, int(region), self.peak[user]):
+                    self._reserve_move(step, int(region), int(previous[user]), self.peak[user])
+                    placed[user] = region
+                    break
+        return placed
+
+    def _move_fits(self, step: int, region: int, vcpu: float) -> bool:
+        held = self._window(step, self.boot_lead, 0)
+        room = self.available[held, region] - self.used[held, region]
+        ahead = self._window(step, 0, self.pending_steps)
+        later = self.available[ahead, region].min() - self.used[step, region]
+        return bool(vcpu <= min(room.min(), later))
+
+    def _reserve_move(self, step: int, region: int, previous: int, vcpu: float) -> None:
+        self.used[self._window(step, self.boot_lead, 0), region] += vcpu
+        self.used[step + 1 : step + self.pending_steps, previous] += vcpu
+
+    def move_earlier(self, step: int, following: np.ndarray, asking: np.ndarray) -> np.ndarray:
+        """Which of ``asking`` can move to ``following`` one step earlier, at ``step + 1`` -> step:
+        the warm hold then starts a step earlier too, at ``step - boot_lead``."""
+        start = step - self.boot_lead
+        if start < 0:
+            return asking
+        free = FreeCapacity(self.available[start] - self.used[start])
+        granted = free.grant(following, self.peak, asking)
+        self.used[start] = self.available[start] - free.free
+        return granted
 
 
 PolicyFactory = Callable[[PolicyContext, WorldRecord], object]

@@ -37,6 +37,10 @@ BREAKDOWN = {
     "latency_violation_minutes",
     "demand_violation_minutes",
     "unavoidable_violation_minutes",
+    "capacity_refusals",
+    "capacity_refused_moves",
+    "capacity_refused_warm_holds",
+    "capacity_refused_growth",
 }
 
 
