@@ -818,18 +818,26 @@ class EvaluationSettings(BaseModel):
     lstm_samples_per_epoch: int = Field(4096, ge=1, description="Training windows drawn per epoch.")
     lstm_threads: int = Field(1, ge=1, description="Torch threads training and forecasting.")
     active_share: float = Field(
-        0.5,
+        0.25,
         ge=0,
         le=1,
-        description="The predictive policy sizes an hour for activity (at least "
-        "the user's recent active peak) when its forecast p90 peak exceeds this share of that "
-        "peak; below, the hour is forecast idle and sized at 0.",
+        description="The predictive policy forecasts an hour active when its forecast peak "
+        "exceeds this share of the user's recent active peak: the p50 decides whether "
+        "capacity is held through the hour before a session starts, the p90 whether the "
+        "placement plans the hour as busy; below, the hour is forecast idle.",
     )
-    grown_hold_hours: int = Field(
+    envelope_hours: int = Field(
         24,
+        ge=1,
+        description="Active hours of each user's recent demand whose peak (plus the placement "
+        "headroom) the predictive policy allocates while the user is, or is forecast to be, "
+        "active.",
+    )
+    preroll_intervals: int = Field(
+        12,
         ge=0,
-        description="Hours an allocation the predictive policy grew in place (demand above it) "
-        "keeps that size in hours forecast active; 0: until the next plan only.",
+        description="Intervals before an hour forecast active from which the predictive "
+        "policy already allocates for it (sessions start around the hour, not on it).",
     )
     probes_per_interval: int = Field(
         5,

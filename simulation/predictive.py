@@ -55,6 +55,7 @@ from serving.router.models import Allocation, Probe, RouteState, Thresholds
 from simulation.eval_policy import NO_REGION, RESOURCES, Decision, Observed, PolicyContext
 from simulation.predictive_forecast import (
     HourlyPanel,
+    SessionEnvelope,
     active_peak,
     new_forecaster,
     peak_factors,
@@ -98,8 +99,8 @@ class PredictivePolicy:
         self.plan_alloc = np.zeros((self.n_users, 1, len(RESOURCES)))
         self.plan_latency = np.zeros((self.n_users, 1))
         self.override = np.full(self.n_users, NO_REGION, np.int64)
-        self.grown = np.zeros((self.n_users, len(RESOURCES)))
-        self.grown_at = np.zeros(self.n_users, np.int64)
+        self.envelope = SessionEnvelope.empty(self.n_users, settings.evaluation.envelope_hours)
+        self.plan_active = np.zeros((self.n_users, 1), bool)
         self.warm = np.full(self.n_users, NO_REGION, np.int64)
         self.served: list[np.ndarray] = []
         self.holds_used = 0
@@ -122,14 +123,20 @@ class PredictivePolicy:
         context = self.context
         per_hour = context.steps_per_hour
         self.served.append(observed.region.copy())  # served the interval before ``step``
-        if self.region is None:
+        if self.region is not None:
+            # Where the engine has the user: a switchover refused for capacity did not happen.
+            underway = observed.pending_region != NO_REGION
+            self.region = np.where(underway, observed.pending_region, observed.region)
+        else:
             self.region = observed.region.copy()
             self.panel.update(observed, context.catalogue)
             self.peak = peak_factors(observed, self.settings, per_hour)
+            self.envelope.update(observed, per_hour)
             self._fit()
         elapsed = step - context.first_step
         if elapsed % per_hour == 0:
             self.panel.update(observed, context.catalogue)
+            self.envelope.update(observed, per_hour)
             hours = elapsed // per_hour
             if hours and hours % self.evaluation.drift_check_hours == 0:
                 self._feedback(observed)
@@ -140,7 +147,7 @@ class PredictivePolicy:
         self._fallback_moves(observed, target, window)
         target = np.where(self.override != NO_REGION, self.override, target)
         self._route(step, observed, target, window)
-        allocation = self._allocation(observed, window)
+        allocation = self._allocation(observed)
         warm_region, warm_allocation = self._warm(step, target, window)
         return Decision(self.region.copy(), allocation, warm_region, warm_allocation)
 
@@ -167,6 +174,8 @@ class PredictivePolicy:
         floor = active_peak(observed, self.settings, self.context.steps_per_hour)[:, None, :]
         share = self.evaluation.active_share
         active = (p90[..., ALLOCATED] > share * floor).any(axis=-1, keepdims=True)
+        # Held for: the median forecast says the hour is busy (p90 would hold most idle hours).
+        self.plan_active = (p50[..., ALLOCATED] > share * floor).any(axis=-1)
         p90[..., ALLOCATED] = np.where(active, np.maximum(p90[..., ALLOCATED], floor), 0.0)
         now = self._time(step)
         users = list(self.context.user_ids)
@@ -186,10 +195,6 @@ class PredictivePolicy:
         self._read_plan(plan.requests, horizon)
         self.plan_step = step
         self.override[:] = NO_REGION
-        expired = step - self.grown_at >= self.evaluation.grown_hold_hours * (
-            self.context.steps_per_hour
-        )
-        self.grown[expired] = 0.0
         self.stats["plan_seconds"] += time.perf_counter() - started
 
     def _current(self, observed: Observed) -> pd.DataFrame:
@@ -242,7 +247,7 @@ class PredictivePolicy:
         """Plan arrays (users, windows): region, allocation, expected latency; unplanned: stay."""
         windows = max(1, -(-horizon // self.evaluation.placement_window_hours))
         region = np.repeat(self.region[:, None], windows, axis=1)
-        allocation = np.repeat(self.grown[:, None, :], windows, axis=1) * 0.0
+        allocation = np.zeros((self.n_users, windows, len(RESOURCES)))
         latency = np.full((self.n_users, windows), np.nan)
         if len(requests):
             user = pd.Index(self.context.user_ids).get_indexer(requests["user_id"])
@@ -341,16 +346,23 @@ class PredictivePolicy:
 
     # ----- sizing and warm capacity -----------------------------------------------------------
 
-    def _allocation(self, observed: Observed, window: int) -> np.ndarray:
-        """The plan's allocation, grown in place (as reactive) when demand went above it."""
-        planned = self.plan_alloc[:, window]
-        last = observed.demand[:, -1]
-        short = np.any(last > observed.allocation, axis=1) & observed.session_active[:, -1]
-        self.grown[short] = np.maximum(self.grown[short], last[short] * self.headroom)
-        self.grown_at[short] = observed.step
-        # What demand showed it needs holds for a day, in hours forecast active (or active now).
-        busy = np.any(planned > 0, axis=1) | observed.session_active[:, -1]
-        return np.maximum(planned, np.where(busy[:, None], self.grown, 0.0))
+    def _allocation(self, observed: Observed) -> np.ndarray:
+        """The session envelope (plus headroom) while the user is active or forecast active.
+
+        The envelope takes in the last interval's demand, so demand above the allocation grows
+        it in place (after the scale-up delay), as a reactive autoscaler does. An hour forecast
+        active is held from ``preroll_intervals`` before it starts (a working day starts around
+        the hour, not on it); any other time without a session is allocated nothing.
+        """
+        envelope = self.headroom * self.envelope.peak(observed)
+        per_hour = self.context.steps_per_hour
+        since_plan = observed.step - self.plan_step
+        last = self.plan_active.shape[1] - 1
+        hour = min(since_plan // per_hour, last)
+        on = observed.session_active[:, -1] | self.plan_active[:, hour]
+        if per_hour - since_plan % per_hour <= self.evaluation.preroll_intervals:
+            on |= self.plan_active[:, min(hour + 1, last)]
+        return np.where(on[:, None], envelope, 0.0)
 
     def _warm(self, step: int, target: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
         """Hold warm in the pre-allocated region, and a boot ahead in the next window's."""

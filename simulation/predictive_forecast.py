@@ -177,3 +177,43 @@ def new_forecaster(settings: Settings, seed: int) -> LstmForecaster:
 def forecast(model: LstmForecaster, panel: Panel, horizon: int) -> Forecast:
     """The next ``horizon`` hours after ``panel``'s last known hour (p50, p90, region probs)."""
     return model.predict(panel, horizon)
+
+
+@dataclass
+class SessionEnvelope:
+    """Each user's peak demand over their last ``size`` active hours (a ring per user).
+
+    What an active user is sized at: the forecast says *when* a user needs capacity; how much a
+    session can ask for within an interval is what their recent sessions asked for at most.
+    """
+
+    peaks: np.ndarray  # (users, size, len(RESOURCES)) hourly active maxima, 0 where none yet
+    cursor: np.ndarray  # (users,) next slot of each user's ring
+    known_steps: int = 0
+
+    @classmethod
+    def empty(cls, users: int, size: int) -> SessionEnvelope:
+        """An envelope over ``size`` active hours, nothing seen yet."""
+        return cls(np.zeros((users, size, len(RESOURCES))), np.zeros(users, np.int64))
+
+    def update(self, observed: Observed, steps_per_hour: int) -> None:
+        """Add every whole hour completed before ``observed.step`` that had activity."""
+        done = observed.step // steps_per_hour * steps_per_hour
+        users = self.peaks.shape[0]
+        rows = np.arange(users)
+        for start in range(self.known_steps, done, steps_per_hour):
+            hour = slice(start, start + steps_per_hour)
+            active = observed.session_active[:, hour]
+            peak = np.where(active[..., None], observed.demand[:, hour], 0.0).max(axis=1)
+            seen = active.any(axis=1)
+            self.peaks[rows[seen], self.cursor[seen]] = peak[seen]
+            self.cursor[seen] = (self.cursor[seen] + 1) % self.peaks.shape[1]
+        self.known_steps = max(self.known_steps, done)
+
+    def peak(self, observed: Observed) -> np.ndarray:
+        """(users, len(RESOURCES)) the ring's maxima and the current hour's active demand so far."""
+        current = slice(self.known_steps, observed.step)
+        active = observed.session_active[:, current]
+        now = np.where(active[..., None], observed.demand[:, current], 0.0)
+        recent = self.peaks.max(axis=1)
+        return np.maximum(recent, now.max(axis=1)) if now.shape[1] else recent
