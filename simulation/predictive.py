@@ -5,9 +5,9 @@ Every ``replan_hours`` (at hour boundaries), from what monitoring recorded so fa
 1. the hourly panel of observations gets the hours that completed (``predictive_forecast``);
 2. the LSTM (``training.lstm``, trained on the training range) forecasts the next
    ``forecast_hours`` hours: p50/p90 per resource and a probability over regions; the hourly
-   means are turned into hourly peaks by each user's learnt peak factor, and an hour whose p90
-   reaches ``active_share`` of the user's recent active peak is sized for activity (at least
-   that peak): the forecast decides when capacity is held, history how much;
+   means are turned into hourly peaks by each user's learnt peak factor; an hour whose p50
+   peak reaches ``active_share`` of the user's recent active peak is forecast active (capacity
+   is held through it), one whose p90 does is planned busy by the placement;
 3. the placement engine (``serving.placement.plan_placement``: p90 + headroom, prices, latency
    model with the client's measurements of the last day, remaining capacity) chooses a region
    and an allocation per user and hourly window; the window's region is the user's
@@ -24,16 +24,20 @@ At every telemetry interval:
   client's probes of its serving region (measured) and of the pre-allocated region (expected
   from the last position fix), ``probes_per_interval`` per interval, the last two intervals'
   worth;
-- fallbacks, as the reactive policy does them: demand above the allocation grows it in place
-  (same delay; the grown size then holds for ``grown_hold_hours`` in hours forecast
-  active, instead of being forgotten at the next plan), and a user whose measured latency
-  stayed above the SLO for ``reactive_consecutive_intervals`` while the plan offers nothing
-  better gets the lowest-latency region with capacity as pre-allocation until the next plan;
+- sizing: while the user is active, in an hour forecast active, or within
+  ``preroll_intervals`` of one, the allocation is the user's session envelope (the peak of
+  their last ``envelope_hours`` active hours, the interval just observed included, plus the
+  placement headroom): demand above it grows it in place after the same delay as reactive's;
+  at any other time nothing is allocated: the forecast decides when, history how much;
+- fallback, as the reactive policy does it: a user whose measured latency stayed above the
+  SLO for ``reactive_consecutive_intervals`` while the plan offers nothing better gets the
+  lowest-latency region with capacity as pre-allocation until the next plan;
 - feedback: every ``drift_check_hours`` the realised error of the hourly forecasts and the share
   of unused holds go through ``serving.feedback_drift.decide_drift``; on drift the LSTM is
   retrained on everything observed so far (at most ``max_retrains`` times).
 
-The policy never reads the world record: only ``Observed``. Deterministic by seed.
+The policy never reads the world record: only ``Observed`` (a switchover the engine refused
+for capacity shows there, and the policy follows it). Deterministic by seed.
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ range, with the small configuration of ``settings.evaluation`` so that it trains
 The LSTM forecasts hourly means; allocations must cover five-minute demand. Each user's
 ``peak factor`` (per allocated resource: the median, over their active hours, of the hour's
 ``allocation_quantile`` of active demand over its mean) turns an hourly forecast into a forecast
-of the hour's peak, learnt from the same history; and an hour forecast active at all (p90 above
-zero) is given at least the user's recent ``active_peak``: the forecast says when a user will
-need capacity better than it says how much within an hour.
+of the hour's peak, learnt from the same history, compared with the user's recent
+``active_peak`` to tell busy hours from idle ones. How much an active user gets is their
+:class:`SessionEnvelope`: the forecast says when a user will need capacity better than it says
+how much within an interval.
 """
 
 from __future__ import annotations
