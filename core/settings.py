@@ -854,6 +854,12 @@ class EvaluationSettings(BaseModel):
     drift_check_hours: int = Field(
         24, ge=1, description="Hours between two drift checks of the predictive policy."
     )
+    retrain_holdout_hours: int = Field(
+        24,
+        ge=1,
+        description="Latest hours a retrained challenger of the predictive policy is not "
+        "fitted on: it and the current model are compared there before it takes over.",
+    )
     max_retrains: int = Field(
         3, ge=0, description="Most retrainings on drift in one evaluation (bounds its run time)."
     )

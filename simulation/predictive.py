@@ -33,8 +33,10 @@ At every telemetry interval:
   SLO for ``reactive_consecutive_intervals`` while the plan offers nothing better gets the
   lowest-latency region with capacity as pre-allocation until the next plan;
 - feedback: every ``drift_check_hours`` the realised error of the hourly forecasts and the share
-  of unused holds go through ``serving.feedback_drift.decide_drift``; on drift the LSTM is
-  retrained on everything observed so far (at most ``max_retrains`` times).
+  of unused holds go through ``serving.feedback_drift.decide_drift``; on drift a challenger LSTM
+  is trained on everything observed so far but the last ``retrain_holdout_hours`` (at most
+  ``max_retrains`` times) and replaces the model only when its error on those hours beats the
+  model's by ``settings.mlflow.promotion_margin``, the nightly promotion gate.
 
 The policy never reads the world record: only ``Observed`` (a switchover the engine refused
 for capacity shows there, and the policy follows it). Deterministic by seed.
@@ -61,6 +63,7 @@ from simulation.predictive_forecast import (
     HourlyPanel,
     SessionEnvelope,
     active_peak,
+    holdout_error,
     new_forecaster,
     peak_factors,
 )
@@ -112,6 +115,7 @@ class PredictivePolicy:
         self.forecasts: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # hour -> (p50, p90)
         self.stats = {
             "retrains": 0,
+            "challengers_promoted": 0,
             "drift_checks": 0,
             "fit_seconds": 0.0,
             "plan_seconds": 0.0,
@@ -161,6 +165,24 @@ class PredictivePolicy:
         started = time.perf_counter()
         self.model = new_forecaster(self.settings, self.context.seed)
         self.model.fit(self.panel.panel())
+        self.stats["fit_seconds"] += time.perf_counter() - started
+
+    def _retrain(self) -> None:
+        """Fit a challenger on all but the last ``retrain_holdout_hours``; it replaces the
+        model only when its error there beats the model's by the promotion margin (the gate
+        ``nightly_retrain`` applies), so that a worse retraining never takes over."""
+        started = time.perf_counter()
+        panel = self.panel.panel()
+        holdout = self.evaluation.retrain_holdout_hours
+        challenger = new_forecaster(self.settings, self.context.seed + 1 + self.stats["retrains"])
+        challenger.fit(panel.head(panel.n_hours - holdout))
+        horizon = self.evaluation.forecast_hours
+        new = holdout_error(challenger, panel, holdout, horizon)
+        old = holdout_error(self.model, panel, holdout, horizon)
+        self.stats["retrains"] += 1
+        if new <= old * (1.0 - self.settings.mlflow.promotion_margin):
+            self.model = challenger
+            self.stats["challengers_promoted"] += 1
         self.stats["fit_seconds"] += time.perf_counter() - started
 
     def _replan(self, step: int, observed: Observed) -> None:
@@ -396,8 +418,7 @@ class PredictivePolicy:
         errors = self._realised_error()
         decision = decide_drift(errors, self.settings)
         if decision["drift"] and self.stats["retrains"] < self.evaluation.max_retrains:
-            self._fit()
-            self.stats["retrains"] += 1
+            self._retrain()
 
     def _realised_error(self) -> dict:
         """Figures ``decide_drift`` reads: p90 coverage, p50 MAE over the lag-24 naive's, holds."""

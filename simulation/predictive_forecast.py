@@ -218,3 +218,24 @@ class SessionEnvelope:
         now = np.where(active[..., None], observed.demand[:, current], 0.0)
         recent = self.peaks.max(axis=1)
         return np.maximum(recent, now.max(axis=1)) if now.shape[1] else recent
+
+
+def holdout_error(model: LstmForecaster, panel: Panel, hours: int, horizon: int) -> float:
+    """The model's p50 error on the last ``hours`` of ``panel``, forecast ``horizon`` at a time.
+
+    Mean absolute error over the allocated resources, each scaled by its mean actual value so
+    that vCPU and GB weigh alike; hours without an observation are left out. What the policy's
+    retraining gate compares a challenger and the champion on (neither fitted on these hours).
+    """
+    allocated = [RESOURCE_COLUMNS.index(name) for name in RESOURCES]
+    errors, actuals = [], []
+    for origin in range(panel.n_hours - hours, panel.n_hours, horizon):
+        steps = min(horizon, panel.n_hours - origin)
+        p50 = model.predict(panel.head(origin), steps).p50[..., allocated]
+        actual = panel.values[:, origin : origin + steps][..., allocated]
+        errors.append(np.abs(p50 - actual).reshape(-1, len(allocated)))
+        actuals.append(actual.reshape(-1, len(allocated)))
+    error, actual = np.concatenate(errors), np.concatenate(actuals)
+    seen = np.isfinite(actual).all(axis=1)
+    scale = np.maximum(actual[seen].mean(axis=0), 1e-9)
+    return float((error[seen] / scale).mean()) if seen.any() else float("inf")

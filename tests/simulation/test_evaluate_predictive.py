@@ -144,3 +144,26 @@ def test_warm_capacity_is_held_where_a_user_then_moves(travellers: Settings) -> 
     assert into_warm > 0, "no switchover went into capacity held warm before it"
     assert held > into_warm
     assert policy.policy.holds_used > 0
+
+
+@pytest.mark.parametrize(
+    ("challenger_error", "promoted"), [(0.5, True), (0.995, False), (2.0, False)]
+)
+def test_a_retrained_model_takes_over_only_when_it_beats_the_current_one(
+    travellers: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    challenger_error: float,
+    promoted: bool,
+) -> None:
+    engine, record = _engine(travellers, users=8, days=1, seed=6)
+    policy = PredictivePolicy(engine.context, record.n_steps)
+    engine.run(policy)
+    current = policy.model
+    errors = {id(current): 1.0}  # the challenger is whichever model is not the current one
+    monkeypatch.setattr(
+        "simulation.predictive.holdout_error",
+        lambda model, *_: errors.get(id(model), challenger_error),
+    )
+    policy._retrain()
+    assert (policy.model is not current) is promoted  # margin 2%: 0.995 is not enough
+    assert policy.stats["challengers_promoted"] == int(promoted)

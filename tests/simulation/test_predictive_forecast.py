@@ -1,11 +1,16 @@
-"""The session envelope the predictive policy sizes active users with."""
+"""The session envelope the predictive policy sizes active users with, and the error its
+retraining gate compares models on."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import pytest
 
 from simulation.eval_policy import Observed
-from simulation.predictive_forecast import SessionEnvelope
+from simulation.predictive_forecast import SessionEnvelope, holdout_error
+from training.forecast import Forecast
+from training.panel import Panel
 
 PER_HOUR = 2
 
@@ -60,3 +65,37 @@ def test_users_are_kept_apart_and_a_user_never_active_gets_nothing() -> None:
     envelope = SessionEnvelope.empty(users=2, size=3)
     envelope.update(observed(demand, demand > 0), PER_HOUR)
     np.testing.assert_allclose(envelope.peak(observed(demand, demand > 0)), [[2, 4], [0, 0]])
+
+
+class Echo:
+    """A forecaster whose p50 is ``factor`` × what actually happened (it peeks, for the test)."""
+
+    def __init__(self, panel: Panel, factor: float) -> None:
+        self.panel, self.factor = panel, factor
+
+    def predict(self, history: Panel, horizon: int) -> Forecast:
+        origin = history.n_hours
+        actual = self.panel.values[:, origin : origin + horizon] * self.factor
+        return Forecast(p50=actual, p90=actual)
+
+
+def _panel(hours: int = 30) -> Panel:
+    rng = np.random.default_rng(0)
+    values = rng.uniform(1, 5, size=(3, hours, 4)).astype(np.float32)
+    values[0, -3] = np.nan  # an hour without observation is left out, not counted as an error
+    return Panel(
+        series_ids=("a", "b", "c"),
+        times=pd.date_range("2026-01-01", periods=hours, freq="h"),
+        values=values,
+        region=np.full((3, hours), -1, np.int16),
+        static=pd.DataFrame(index=pd.Index(["a", "b", "c"], name="series_id")),
+    )
+
+
+def test_holdout_error_is_zero_for_a_perfect_forecast_and_grows_with_the_miss() -> None:
+    panel = _panel()
+    assert holdout_error(Echo(panel, 1.0), panel, hours=12, horizon=5) == pytest.approx(0.0)
+    # p50 = 0: every error is the actual value, scaled by the mean actual: 1 on average.
+    assert holdout_error(Echo(panel, 0.0), panel, hours=12, horizon=5) == pytest.approx(1.0)
+    half = holdout_error(Echo(panel, 0.5), panel, hours=12, horizon=5)
+    assert half == pytest.approx(0.5)
