@@ -827,11 +827,18 @@ class EvaluationSettings(BaseModel):
         "placement plans the hour as busy; below, the hour is forecast idle.",
     )
     envelope_hours: int = Field(
-        24,
+        48,
         ge=1,
         description="Active hours of each user's recent demand whose peak (plus the placement "
         "headroom) the predictive policy allocates while the user is, or is forecast to be, "
         "active.",
+    )
+    fallback_consecutive_intervals: int = Field(
+        1,
+        ge=1,
+        description="Intervals above the latency SLO after which the predictive policy falls "
+        "back to the best probed region when its plan offers nothing better (reactive: "
+        "reactive_consecutive_intervals).",
     )
     preroll_intervals: int = Field(
         12,

@@ -30,7 +30,7 @@ At every telemetry interval:
   placement headroom): demand above it grows it in place after the same delay as reactive's;
   at any other time nothing is allocated: the forecast decides when, history how much;
 - fallback, as the reactive policy does it: a user whose measured latency stayed above the
-  SLO for ``reactive_consecutive_intervals`` while the plan offers nothing better gets the
+  SLO for ``fallback_consecutive_intervals`` while the plan offers nothing better gets the
   lowest-latency region with capacity as pre-allocation until the next plan;
 - feedback: every ``drift_check_hours`` the realised error of the hourly forecasts and the share
   of unused holds go through ``serving.feedback_drift.decide_drift``; on drift a challenger LSTM
@@ -202,7 +202,10 @@ class PredictivePolicy:
         active = (p90[..., ALLOCATED] > share * floor).any(axis=-1, keepdims=True)
         # Held for: the median forecast says the hour is busy (p90 would hold most idle hours).
         self.plan_active = (p50[..., ALLOCATED] > share * floor).any(axis=-1)
-        p90[..., ALLOCATED] = np.where(active, np.maximum(p90[..., ALLOCATED], floor), 0.0)
+        # A busy hour is planned at what the user will be allocated in it (their envelope) at
+        # least, so that placement's capacity check and the warm holds see that size.
+        envelope = self.envelope.peak(observed)[:, None, :]
+        p90[..., ALLOCATED] = np.where(active, np.maximum(p90[..., ALLOCATED], envelope), 0.0)
         now = self._time(step)
         users = list(self.context.user_ids)
         profiles = profile_table(
@@ -304,7 +307,7 @@ class PredictivePolicy:
 
     def _fallback_moves(self, observed: Observed, target: np.ndarray, window: int) -> None:
         """Reactive fallback: latency above the SLO for long enough and no good pre-allocation."""
-        consecutive = self.evaluation.reactive_consecutive_intervals
+        consecutive = self.evaluation.fallback_consecutive_intervals
         recent = observed.latency_ms[:, -consecutive:]
         if recent.shape[1] < consecutive:
             return
