@@ -818,7 +818,7 @@ class EvaluationSettings(BaseModel):
     lstm_samples_per_epoch: int = Field(4096, ge=1, description="Training windows drawn per epoch.")
     lstm_threads: int = Field(1, ge=1, description="Torch threads training and forecasting.")
     active_share: float = Field(
-        0.25,
+        0.15,
         ge=0,
         le=1,
         description="The predictive policy forecasts an hour active when its forecast peak "
