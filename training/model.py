@@ -11,7 +11,10 @@ loop):
 - optionally, logits over the region catalogue for where the user will be: free logits plus
   learned weights on copying the last known region, the region 24 h and 168 h before that
   hour, and the home region; the head also reads how long the user has been in their last
-  known region (a trip's elapsed length says whether it is likely to end soon).
+  known region (a trip's elapsed length says whether it is likely to end soon) and, from the
+  whole history before the origin (``training.windows.trip_history``), how long their earlier
+  stays there lasted: per step, the hours left until the typical stay would end. It may also
+  copy the user's usual destination, for a user in flight (recent hours of unknown region).
 
 The LSTM reads the ``L`` encoder hours in patches of ``patch_hours`` hours, one patch per step
 (8 hours: 21 steps for a week), which makes training several times faster on CPU than one step
@@ -35,8 +38,15 @@ RECENT_MEDIAN_HOURS: tuple[int, ...] = (3, 6, 12, 24, 168)
 # last value, recent medians, encoder mean, yesterday, same-hour medians (3 days, all days),
 # same-hour mean, last week
 N_CANDIDATES = 1 + len(RECENT_MEDIAN_HOURS) + 1 + 4 + 1
-# Regions the region head may copy: last known, 24 h before, 168 h before, home.
-N_REGION_COPIES = 4
+# Regions the region head may copy: last known, 24 h before, 168 h before, home, and the usual
+# destination away from home.
+N_REGION_COPIES = 5
+# Per-step inputs of the region head about the stay (``_stay_features``): hours there, hours
+# since the last known region, whether it is the usual destination, and from the typical stay
+# whether there is one, stays seen, hours left, still-there, elapsed share.
+N_STAY_FEATURES = 8
+# Hours over which the still-there input of ``_stay_features`` turns from 1 to 0.
+STAY_END_HOURS = 2.0
 
 
 def pinball_loss(
@@ -99,6 +109,52 @@ def _hours_in_last_region(past_region: torch.Tensor) -> torch.Tensor:
     left_at = torch.where(elsewhere, steps, -1).amax(dim=1)
     hours = (length - 1 - left_at).float()
     return torch.where(last_at >= 0, hours, torch.zeros_like(hours))
+
+
+def _stay_features(
+    batch: dict[str, torch.Tensor], copies: torch.Tensor, horizon: int
+) -> torch.Tensor:
+    """Per-step inputs (B, H, N_STAY_FEATURES) of the region head about the current stay.
+
+    Read from ``batch["trip_history"]`` (``training.windows.trip_history``: hours there, the
+    typical stay there, stays seen, over the whole history); without it, the hours there are
+    counted in the encoder window and no typical stay is known. ``copies`` are the regions of
+    ``ForecastModule._region_copies``: a stay at the usual destination is likely a habitual
+    trip, one elsewhere a one-off of no set length. At step ``h`` the user has been there
+    ``hours there + h + 1`` hours; the typical stay minus that is the hours left, given in
+    days (clipped to ±3), as a soft still-there indicator, and as the share of the typical
+    stay elapsed (clipped to 4). Inputs from the typical stay are 0 without one; the hours
+    since the last known region say whether the user is in flight (telemetry goes quiet).
+    """
+    past_region = batch["past_region"]
+    length = past_region.shape[1]
+    trips = batch.get("trip_history")
+    if trips is None:
+        there = _hours_in_last_region(past_region)
+        typical = torch.full_like(there, float("nan"))
+        seen = torch.zeros_like(there)
+    else:
+        there, typical, seen = trips[:, :3].unbind(dim=-1)
+    unknown_for = (length - 1 - _last_observed(past_region)).to(there.dtype)
+    last, usual = copies[:, 0, 0], copies[:, 0, 4]
+    at_usual = ((last == usual) & (usual >= 0)).to(there.dtype)
+    known = ~torch.isnan(typical)
+    typical = torch.nan_to_num(typical, nan=1.0).clamp(min=1.0)
+    elapsed = there[:, None] + torch.arange(1, horizon + 1, dtype=there.dtype)[None, :]
+    left = typical[:, None] - elapsed
+    mask = known[:, None].float()
+    scale = torch.log1p(torch.tensor(float(length)))
+    features = [
+        (torch.log1p(there) / scale)[:, None].expand(-1, horizon),
+        (torch.log1p(unknown_for) / scale)[:, None].expand(-1, horizon),
+        at_usual[:, None].expand(-1, horizon),
+        mask.expand(-1, horizon),
+        (torch.log1p(seen) * known)[:, None].expand(-1, horizon),
+        (left / HOURS_PER_DAY).clamp(-3.0, 3.0) * mask,
+        torch.sigmoid(left / STAY_END_HOURS) * mask,
+        (elapsed / typical[:, None]).clamp(max=4.0) * mask,
+    ]
+    return torch.stack(features, dim=-1)
 
 
 class ForecastModule(pl.LightningModule):
@@ -166,7 +222,7 @@ class ForecastModule(pl.LightningModule):
             batch_first=True,
         )
         candidates = N_CANDIDATES * n_resources
-        region_head_inputs = 3 * e + 1 if with_region_head else 0  # copies + hours there
+        region_head_inputs = 4 * e + N_STAY_FEATURES if with_region_head else 0
         head_inputs = hidden_size + 2 * candidates + 5 * e + region_head_inputs
         self.body = nn.Sequential(
             nn.Linear(head_inputs, head_hidden_size),
@@ -231,7 +287,8 @@ class ForecastModule(pl.LightningModule):
         return hidden[-1]
 
     def _region_copies(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Regions (B, H, 4) the head may copy: last known, 24 h and 168 h before, home."""
+        """Regions (B, H, 5) the head may copy: last known, 24 h and 168 h before, home, and
+        the usual destination (-1 where unknown or without ``trip_history``)."""
         past_region = batch["past_region"]
         horizon = self.hparams.horizon
         last_at = _last_observed(past_region)
@@ -244,12 +301,15 @@ class ForecastModule(pl.LightningModule):
 
         home = batch["static"][:, 1]
         home = torch.where(home < self.hparams.n_regions, home, -1)
+        trips = batch.get("trip_history")
+        usual = torch.full_like(home, -1) if trips is None else trips[:, 3].long()
         return torch.stack(
             [
                 last[:, None].expand(-1, horizon),
                 aligned(self.day_positions),
                 aligned(self.week_positions),
                 home[:, None].expand(-1, horizon),
+                usual[:, None].expand(-1, horizon),
             ],
             dim=-1,
         )
@@ -283,10 +343,9 @@ class ForecastModule(pl.LightningModule):
         ]
         if self.region_head is not None:
             copies = self._region_copies(batch)
-            parts.append(self.region(self._region_index(copies[..., :3])).flatten(2))
-            there = _hours_in_last_region(batch["past_region"])
-            scaled = torch.log1p(there) / torch.log1p(torch.tensor(float(past.shape[1])))
-            parts.append(scaled.view(batch_size, 1, 1).expand(-1, horizon, 1))
+            read = copies[..., [0, 1, 2, 4]]  # the home region is embedded with the statics
+            parts.append(self.region(self._region_index(read)).flatten(2))
+            parts.append(_stay_features(batch, copies, horizon))
         features = self.body(torch.cat(parts, dim=-1))
 
         out = self.resource_head(features).view(batch_size, horizon, resources, -1)

@@ -6,6 +6,10 @@ A window is one series at one forecast origin ``t``: the encoder reads the ``L``
 missing hours stay NaN and the model masks them.
 
 Values are scaled per series and resource by a ``Scaler`` fitted on the training history only.
+
+Where the series carry regions, every window also gets the user's trip history as known at its
+origin (``trip_history``): read from the whole history before the origin, not only the encoder
+window, because a habitual trip every two to four weeks is rarely inside one week of encoder.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 SEASON_HOURS = 24
 # Below this a scale is treated as zero (a constant or empty series).
 _TINY = 1e-6
+# Columns of ``trip_history``.
+TRIP_FEATURES = ("hours_there", "typical_stay_hours", "stays_seen", "usual_destination")
 
 
 def _nan_reduce(fn, values: np.ndarray, axis: int) -> np.ndarray:
@@ -92,6 +98,7 @@ class SeriesTensors:
     calendar: torch.Tensor  # (L + T + H, 2) int64: hour of day, day of week
     static: torch.Tensor  # (n, 2) int64: role index, home region index
     region: torch.Tensor | None  # (n, L + T) int64 region index, -1 unknown
+    trips: torch.Tensor | None  # (n, T + 1, 4) float32 ``trip_history`` at each origin 0 … T
     encoder_length: int
     horizon: int
 
@@ -117,6 +124,7 @@ class SeriesTensors:
         }
         if self.region is not None:
             batch["past_region"] = self.region[rows, past]
+            batch["trip_history"] = self.trips[series, origins]
         if targets:
             batch["target"] = self.values[rows, future]
             if self.region is not None:
@@ -146,18 +154,87 @@ def series_tensors(
         periods=encoder_length + len(times) + horizon,
         freq="h",
     )
-    padded_region = None
+    padded_region, trips = None, None
     if region is not None:
         unknown = np.full((n, encoder_length), -1, dtype=np.int64)
         padded_region = torch.from_numpy(np.concatenate([unknown, region.astype(np.int64)], 1))
+        trips = torch.from_numpy(trip_history(region, np.asarray(static)[:, 1]))
     return SeriesTensors(
         values=torch.from_numpy(values),
         calendar=torch.from_numpy(calendar(hours)),
         static=torch.from_numpy(np.asarray(static, dtype=np.int64)),
         region=padded_region,
+        trips=trips,
         encoder_length=encoder_length,
         horizon=horizon,
     )
+
+
+def trip_history(region: np.ndarray, home: np.ndarray) -> np.ndarray:
+    """Each user's stays as known at every origin: (n, T + 1, 4) float32, row ``o`` from hours
+    before ``o`` only.
+
+    ``region`` is (n, T) region indices, -1 unknown; ``home`` (n,) home-region indices (any
+    value that is not a region index when unknown). A stay is a run of known hours in one
+    region; unknown hours neither end nor start one. The columns (``TRIP_FEATURES``):
+
+    - ``hours_there``: hours since the last hour known elsewhere (since the first known hour
+      when there is none; 0 before any), over the whole history;
+    - ``typical_stay_hours``: the median length of the user's completed earlier stays in the
+      region they are in now; NaN when there is none (a one-off trip to a new place says
+      nothing about how long this one lasts). A stay is measured as ``hours_there`` is, from
+      the hour after the last hour known elsewhere to midway between its last known hour and
+      the first hour known elsewhere after it; it is complete once that next region is seen;
+    - ``stays_seen``: how many completed stays that median is over;
+    - ``usual_destination``: the region of most of their earlier stays away from home (the
+      latest on a tie), -1 without one.
+
+    Travellers repeat habitual trips of a set length to a favourite destination, so the
+    typical stay says when the current one is likely to end, and the usual destination where
+    a user who has just left home (hours of unknown region: in flight) will turn up.
+    """
+    n, length = region.shape
+    out = np.zeros((n, length + 1, len(TRIP_FEATURES)), np.float32)
+    out[..., 1] = np.nan
+    out[..., 3] = -1
+    for i in range(n):
+        out[i] = _stays_of(region[i], int(home[i]), out[i])
+    return out
+
+
+def _stays_of(row: np.ndarray, home: int, out: np.ndarray) -> np.ndarray:
+    """``trip_history`` of one user's (T,) regions, written into ``out`` (T + 1, 4)."""
+    known = np.flatnonzero(row >= 0)
+    if len(known) == 0:
+        return out
+    places = row[known]
+    starts = np.concatenate([[0], np.flatnonzero(places[1:] != places[:-1]) + 1])
+    ends = np.concatenate([starts[1:] - 1, [len(places) - 1]])
+    region, first, last = places[starts], known[starts], known[ends]
+    # Stay k is current at origins first[k] + 1 … first[k + 1] (the last one up to T).
+    until = np.concatenate([first[1:], [len(row)]])
+    # Hours of stay k count from the hour after the last one known elsewhere.
+    since = np.concatenate([[first[0] - 1], last[:-1]])
+    lengths = (last[1:-1] + first[2:]) / 2.0 - since[1:-1] - 0.5  # stays 1 … K - 2, complete
+    for k in range(len(region)):
+        origins = np.arange(first[k] + 1, until[k] + 1)
+        out[origins, 0] = origins - 1 - since[k]
+        done = np.arange(1, k)  # stays complete once stay k has been seen
+        same = done[region[done] == region[k]]
+        if len(same):
+            out[origins, 1] = np.median(lengths[same - 1])
+            out[origins, 2] = len(same)
+        out[origins, 3] = _usual(region[:k][region[:k] != home])
+    return out
+
+
+def _usual(regions: np.ndarray) -> int:
+    """The most frequent of ``regions`` (in order), the latest among the tied; -1 when empty."""
+    if len(regions) == 0:
+        return -1
+    values, counts = np.unique(regions, return_counts=True)
+    tied = values[counts == counts.max()]
+    return int(regions[np.isin(regions, tied)][-1])
 
 
 def split_origins(

@@ -165,3 +165,20 @@ def test_the_region_head_reads_how_long_the_user_has_been_away():
     long["past_region"][:, -8:] = 2
     with torch.no_grad():
         assert not torch.allclose(module(short)["region_logits"], module(long)["region_logits"])
+
+
+def test_the_region_head_reads_the_typical_stay_and_the_usual_destination():
+    module = _module(with_region_head=True)
+    short = _batch(region=True)
+    # Two hours in region 2, as the window shows; earlier stays there lasted 3 h or 3 days.
+    short["past_region"][:] = 0
+    short["past_region"][:, -2:] = 2
+    short["trip_history"] = torch.tensor([[2.0, 3.0, 1.0, 2.0]]).expand(3, -1)
+    long = dict(short, trip_history=torch.tensor([[2.0, 72.0, 1.0, 2.0]]).expand(3, -1))
+    unknown = dict(short, trip_history=torch.tensor([[2.0, float("nan"), 0.0, -1.0]]).expand(3, -1))
+    elsewhere = dict(short, trip_history=torch.tensor([[2.0, 3.0, 1.0, 4.0]]).expand(3, -1))
+    with torch.no_grad():
+        logits = [module(b)["region_logits"] for b in (short, long, unknown, elsewhere)]
+    assert not torch.allclose(logits[0], logits[1])
+    assert torch.isfinite(logits[2]).all()
+    assert not torch.allclose(logits[0], logits[3])  # the usual destination is read too

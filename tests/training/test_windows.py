@@ -14,6 +14,7 @@ from training.windows import (
     series_tensors,
     split_origins,
     subsample,
+    trip_history,
 )
 
 L, H = 48, 12
@@ -90,6 +91,60 @@ def test_window_at_the_end_of_data_has_future_calendar_but_no_targets():
     assert "target" not in batch and "target_region" not in batch
     assert batch["future_calendar"].shape == (1, H, 2)
     assert batch["past_region"].shape == (1, L)
+
+
+def _trips_row(away_region: int) -> np.ndarray:
+    """Home (0), a 4-hour stay in region 1, home again, two hours in ``away_region``, home."""
+    return np.array([[0, 0, 0, 1, 1, 1, 1, -1, 0, 0, 0, 0, away_region, away_region, 0]])
+
+
+def test_trip_history_counts_the_stay_and_the_typical_earlier_stay_there():
+    trips = trip_history(_trips_row(1), home=np.array([0]))
+    assert trips.shape == (1, 16, 4)
+    np.testing.assert_array_equal(trips[0, 0], [0.0, np.nan, 0.0, -1.0])
+    # In region 1 for 2 hours at origin 5; no earlier stay, so no typical one.
+    np.testing.assert_array_equal(trips[0, 5], [2.0, np.nan, 0.0, -1.0])
+    # Back in region 1 at origin 13: the first stay there lasted 4 hours up to its last known
+    # hour, 6 up to the first hour known elsewhere (hour 8): 4.5 from the midway hour. Region 1
+    # is the usual destination.
+    np.testing.assert_array_equal(trips[0, 13], [1.0, 4.5, 1.0, 1.0])
+    # Home at the end of the data: the one completed stay at home (hours 7-11) lasted 5.
+    np.testing.assert_array_equal(trips[0, 15], [1.0, 5.0, 1.0, 1.0])
+
+
+def test_trip_history_knows_no_typical_stay_in_a_new_region():
+    trips = trip_history(_trips_row(2), home=np.array([0]))
+    np.testing.assert_array_equal(trips[0, 13], [1.0, np.nan, 0.0, 1.0])
+
+
+def test_trip_history_reads_only_the_hours_before_each_origin():
+    rng = np.random.default_rng(4)
+    region = rng.choice([-1, 0, 1, 2], size=(5, 300), p=[0.1, 0.6, 0.2, 0.1])
+    region = np.repeat(region[:, ::12], 12, axis=1)  # stays of 12 hours or more
+    home = np.zeros(5, np.int64)
+    before = trip_history(region, home)
+    changed = region.copy()
+    changed[:, 150:] = rng.integers(-1, 3, size=(5, 150))
+    after = trip_history(changed, home)
+    np.testing.assert_array_equal(before[:, :151], after[:, :151])
+    assert not np.array_equal(np.nan_to_num(before[:, 151:]), np.nan_to_num(after[:, 151:]))
+
+
+def test_the_usual_destination_is_the_most_visited_region_away_from_home():
+    region = np.array([[0, 2, 0, 1, 0, 1, 0, 2, 0, 3]])
+    trips = trip_history(region, home=np.array([0]))
+    assert trips[0, 7, 3] == 1.0  # earlier stays away: 2, 1, 1
+    assert trips[0, 10, 3] == 2.0  # 2, 1, 1, 2: a tie, the latest wins
+    assert trips[0, 2, 3] == -1.0  # only the current stay is away
+
+
+def test_window_carries_the_trip_history_at_its_origin():
+    values = _values(2, 200)
+    region = np.repeat(np.array([[0, 1, 0, 1, 0], [1, 1, 0, 0, 1]]), 40, axis=1)
+    tensors = _tensors(values, region)
+    batch = tensors.windows(torch.tensor([1, 0]), torch.tensor([150, 200]), targets=False)
+    expected = trip_history(region, np.zeros(2, np.int64))[[1, 0], [150, 200]]
+    np.testing.assert_array_equal(batch["trip_history"].numpy(), expected)
 
 
 def test_split_is_by_time_with_validation_at_the_end():
