@@ -3,10 +3,11 @@
 ``LstmForecaster`` implements ``training.forecast.Forecaster`` under the name "lstm". ``fit``
 cuts windows from the history (``training.windows``), keeps the last
 ``settings.lstm.validation_hours`` hours for early stopping, restores the best checkpoint and
-calibrates the p90 on those held-out hours (``ForecastModule.calibrate``). ``predict`` reads
-the last ``L`` hours of each series. Series with less than ``L`` hours of history are padded
-and masked, still forecast, and flagged in ``last_cold_start``. Trained weights and scalers
-round-trip through ``save`` / ``load`` (a state dict and a JSON file).
+calibrates the p90 and the region head on those held-out hours (``ForecastModule.calibrate``).
+``predict`` reads the last ``L`` hours of each series. Series with less than ``L`` hours of
+history are padded and masked, still forecast, and flagged in ``last_cold_start``. Trained
+weights (with the calibrations) and scalers round-trip through ``save`` / ``load`` (a state
+dict and a JSON file).
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class LstmForecaster:
         self.fit_seconds: float | None = None
         self.epochs_trained: int | None = None
         self.spread_factors: list[float] | None = None
+        self.region_calibration: list[float] | None = None  # temperature, stay bias
         self.epoch_history: list[dict] = []
 
     # -- fitting -------------------------------------------------------------------------
@@ -131,6 +133,8 @@ class LstmForecaster:
         )
         self.epochs_trained = self._train(module, data)
         self.spread_factors = module.calibrate(data.val_dataloader()).tolist()
+        if module.region_head is not None:
+            self.region_calibration = list(module.region_calibration)
         self.module = module
         self.fit_seconds = time.perf_counter() - started
 

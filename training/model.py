@@ -16,6 +16,10 @@ loop):
   stays there lasted: per step, the hours left until the typical stay would end. It may also
   copy the user's usual destination, for a user in flight (recent hours of unknown region).
 
+After training, ``calibrate`` also fits a temperature and a bias on "stays in the last known
+region" on held-out windows (``training.region_calibration``); both are buffers of the module,
+saved with its weights, and every forward applies them.
+
 The LSTM reads the ``L`` encoder hours in patches of ``patch_hours`` hours, one patch per step
 (8 hours: 21 steps for a week), which makes training several times faster on CPU than one step
 per hour while the candidates above still see every hour. The pinball loss trains the
@@ -30,6 +34,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.nn import functional
+
+from training.region_calibration import calibrate_logits, fit_region_calibration
 
 HOURS_PER_DAY = 24
 HOURS_PER_WEEK = 168
@@ -162,7 +168,8 @@ class ForecastModule(pl.LightningModule):
 
     ``forward`` takes a batch as built by ``training.windows.SeriesTensors.windows`` (missing
     values NaN, unknown regions -1) and is usable on its own for batch inference. After
-    training, ``calibrate`` on held-out windows sets how far the quantiles sit from the median.
+    training, ``calibrate`` on held-out windows sets how far the quantiles sit from the median
+    and the temperature and stay bias of the region logits.
     """
 
     def __init__(
@@ -196,6 +203,10 @@ class ForecastModule(pl.LightningModule):
         self.median_index = levels.index(0.5)
         # Multipliers of the steps between adjacent quantiles, set by ``calibrate``.
         self.register_buffer("step_scale", torch.ones(len(levels) - 1))
+        # Temperature and stay bias of the region logits, set by ``calibrate``; identity while
+        # training.
+        self.register_buffer("region_temperature", torch.tensor(1.0))
+        self.register_buffer("region_stay_bias", torch.tensor(0.0))
         days = encoder_length // HOURS_PER_DAY
         self.register_buffer(
             "day_positions",
@@ -366,11 +377,25 @@ class ForecastModule(pl.LightningModule):
         return torch.cat([lower, median.unsqueeze(-1), upper], dim=-1)
 
     def _region_logits(self, raw: torch.Tensor, copies: torch.Tensor) -> torch.Tensor:
-        """Free logits plus learned, per-step weights on copying known regions."""
+        """Free logits plus learned, per-step weights on copying known regions, calibrated."""
         n_regions = self.hparams.n_regions
         logits, gates = raw[..., :n_regions], raw[..., n_regions:]
         one_hot = functional.one_hot(self._region_index(copies), n_regions + 1)[..., :n_regions]
-        return logits + (gates.unsqueeze(-1) * one_hot.float()).sum(dim=-2)
+        logits = logits + (gates.unsqueeze(-1) * one_hot.float()).sum(dim=-2)
+        return calibrate_logits(
+            logits, copies[..., 0], self.region_temperature, self.region_stay_bias
+        )
+
+    @property
+    def region_calibration(self) -> tuple[float, float]:
+        """(temperature, stay bias) of the region logits; (1.0, 0.0) until calibrated."""
+        return self.region_temperature.item(), self.region_stay_bias.item()
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        """Weights saved before the region calibration existed load with the identity."""
+        state_dict.setdefault(prefix + "region_temperature", torch.tensor(1.0))
+        state_dict.setdefault(prefix + "region_stay_bias", torch.tensor(0.0))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def calibrate(self, batches: Iterable[dict[str, torch.Tensor]]) -> torch.Tensor:
@@ -380,13 +405,40 @@ class ForecastModule(pl.LightningModule):
         loss is often over- or under-confident on new data. Steps are fitted from the median
         outwards, one level at a time, choosing each multiplier from a geometric grid; they
         stay positive, so the quantiles still never cross. Returns the multipliers.
+
+        With a region head, the same pass fits the temperature and stay bias of the region
+        logits (``training.region_calibration``), available as ``region_calibration``.
         """
         self.step_scale.fill_(1.0)
-        outputs, targets = [], []
+        self.region_temperature.fill_(1.0)
+        self.region_stay_bias.fill_(0.0)
+        outputs, targets, regions = [], [], []
         for batch in batches:
-            outputs.append(self(batch)["quantiles"])
+            out = self(batch)
+            outputs.append(out["quantiles"])
             targets.append(batch["target"])
-        quantiles, target = torch.cat(outputs), torch.cat(targets)
+            if "region_logits" in out:
+                last = self._region_copies(batch)[..., 0]
+                regions.append((out["region_logits"], last, batch["target_region"]))
+        if regions:
+            self._calibrate_region(*(torch.cat(parts) for parts in zip(*regions, strict=True)))
+        return self._calibrate_steps(torch.cat(outputs), torch.cat(targets))
+
+    def _calibrate_region(
+        self, logits: torch.Tensor, last: torch.Tensor, target: torch.Tensor
+    ) -> None:
+        """Set the temperature and stay bias of the region logits from held-out windows.
+
+        The head's cross-entropy is minimised on windows the network did not train on
+        (``training.region_calibration``): its probabilities, and with them the argmax between
+        staying and moving (a return home most of all), then match how often users stayed.
+        """
+        temperature, stay_bias = fit_region_calibration(logits, last, target)
+        self.region_temperature.fill_(temperature)
+        self.region_stay_bias.fill_(stay_bias)
+
+    def _calibrate_steps(self, quantiles: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Fit ``step_scale`` to the coverage of ``target`` (see ``calibrate``); return it."""
         observed = ~torch.isnan(target)
         actual = target[observed]
         per_level = quantiles[observed]  # (elements, Q)

@@ -171,7 +171,7 @@ def _weekly_travel(n: int, weeks: int) -> tuple[np.ndarray, np.ndarray, list[str
     return region, away, [codes[i] for i in home]
 
 
-def test_region_head_learns_weekly_travel_better_than_staying_put():
+def test_region_head_learns_weekly_travel_better_than_staying_put(tmp_path):
     n, weeks = 6, 7
     region, away, homes = _weekly_travel(n, weeks)
     values = _daily(n=n, days=7 * weeks)
@@ -199,3 +199,12 @@ def test_region_head_learns_weekly_travel_better_than_staying_put():
     model_top1, stay_top1 = model_hits / travel_hours, stay_hits / travel_hours
     assert stay_top1 < 0.85  # the origins often fall before a trip starts
     assert model_top1 > 0.95
+    # The region calibration fitted in ``fit`` travels with the saved model.
+    temperature, stay_bias = model.region_calibration
+    assert temperature > 0 and (temperature, stay_bias) != (1.0, 0.0)
+    loaded = LstmForecaster.load(model.save(tmp_path / "model"))
+    assert loaded.module.region_calibration == pytest.approx((temperature, stay_bias))
+    history = panel.head(first_origin)
+    np.testing.assert_array_equal(
+        model.predict(history, 24).region_proba, loaded.predict(history, 24).region_proba
+    )

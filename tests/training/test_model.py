@@ -134,6 +134,45 @@ def test_calibration_rescales_the_p90_step_to_reach_its_level():
     assert covered / count == pytest.approx(0.9, abs=0.02)
 
 
+def _staying_batches(module: ForecastModule) -> list[dict[str, torch.Tensor]]:
+    """Region batches whose targets are the last known region 90 % of the time."""
+    generator = torch.Generator().manual_seed(5)
+    batches = [_batch(size=64, region=True, seed=s) for s in range(4)]
+    for batch in batches:
+        last = module._region_copies(batch)[..., 0]
+        other = torch.randint(0, N_REGIONS, last.shape, generator=generator)
+        stays = torch.rand(last.shape, generator=generator) < 0.9
+        batch["target_region"] = torch.where(stays & (last >= 0), last, other)
+    return batches
+
+
+def _region_cross_entropy(module: ForecastModule, batches: list[dict]) -> float:
+    with torch.no_grad():
+        losses = [region_loss(module(b)["region_logits"], b["target_region"]) for b in batches]
+    return torch.stack(losses).mean().item()
+
+
+def test_calibration_fits_the_region_head_to_held_out_stays_and_forward_applies_it():
+    module = _module(with_region_head=True)
+    batches = _staying_batches(module)
+    assert module.region_calibration == (1.0, 0.0)
+    before = _region_cross_entropy(module, batches)
+    module.calibrate(batches)
+    temperature, stay_bias = module.region_calibration
+    assert stay_bias > 0  # the untrained head does not know users mostly stay
+    assert _region_cross_entropy(module, batches) < before - 0.1
+    # Saved with the weights; weights saved before the calibration existed load as identity.
+    state = module.state_dict()
+    assert state["region_temperature"].item() == pytest.approx(temperature)
+    restored = _module(with_region_head=True)
+    restored.load_state_dict(state)
+    assert restored.region_calibration == pytest.approx((temperature, stay_bias))
+    legacy = {k: v for k, v in state.items() if not k.startswith("region_temperature")}
+    legacy.pop("region_stay_bias")
+    restored.load_state_dict(legacy)
+    assert restored.region_calibration == (1.0, 0.0)
+
+
 def test_rejects_quantiles_without_a_median_and_misfit_patches():
     with pytest.raises(ValueError, match=r"0\.5"):
         ForecastModule(quantiles=(0.1, 0.9))
