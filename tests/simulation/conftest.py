@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
-from core.settings import Settings
+from core.settings import PACKAGED_REGIONS_FILE, Settings
 from simulation.world import World, WorldConfig
 
 
@@ -14,6 +17,21 @@ def with_simulation(settings: Settings, **changes: object) -> Settings:
     return settings.model_copy(
         update={"simulation": settings.simulation.model_copy(update=changes)}
     )
+
+
+def capped_regions(home: Path, capped: dict[str, float]) -> Path:
+    """A copy of the packaged catalogue under ``home`` whose ``capped`` regions have that
+    capacity_vcpu (code -> vCPU): worlds where a region is full."""
+    with PACKAGED_REGIONS_FILE.open() as source:
+        rows = list(csv.DictReader(source))
+    for row in rows:
+        row["capacity_vcpu"] = str(capped.get(row["code"], row["capacity_vcpu"]))
+    regions_file = home / "regions.csv"
+    with regions_file.open("w", newline="") as target:
+        writer = csv.DictWriter(target, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return regions_file
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.latency import LatencyModel
-from core.settings import PACKAGED_REGIONS_FILE, Settings
+from core.settings import Settings
 from simulation.eval_capacity import FreeCapacity
 from simulation.eval_engine import Engine
 from simulation.eval_policy import NO_REGION, Decision, Observed, Policy
@@ -18,6 +17,7 @@ from simulation.eval_record import record_world
 from simulation.evaluate import _context
 from simulation.policies import OraclePolicy, StaticPolicy
 from simulation.world import World, WorldConfig
+from tests.simulation.conftest import capped_regions
 
 USERS = 12
 LOAD = 0.5  # constant background load, so that a region's free vCPU is the same every step
@@ -25,16 +25,7 @@ LOAD = 0.5  # constant background load, so that a region's free vCPU is the same
 
 def _engine(home: Path, capped: dict[str, float]) -> Engine:
     """An engine over a 12-user world whose ``capped`` regions have that capacity_vcpu."""
-    with PACKAGED_REGIONS_FILE.open() as source:
-        rows = list(csv.DictReader(source))
-    for row in rows:
-        row["capacity_vcpu"] = str(capped.get(row["code"], row["capacity_vcpu"]))
-    regions_file = home / "regions.csv"
-    with regions_file.open("w", newline="") as target:
-        writer = csv.DictWriter(target, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    settings = Settings(home=home, regions_file=regions_file)
+    settings = Settings(home=home, regions_file=capped_regions(home, capped))
     settings = settings.model_copy(
         update={"evaluation": settings.evaluation.model_copy(update={"train_days": 1})}
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from simulation.eval_record import WorldRecord, record_world
 from simulation.evaluate import _context, evaluate
 from simulation.predictive import PredictivePolicy
 from simulation.world import World, WorldConfig
-from tests.simulation.conftest import with_simulation
+from tests.simulation.conftest import capped_regions, with_simulation
 
 TRAIN_DAYS = 2
 
@@ -167,3 +168,61 @@ def test_a_retrained_model_takes_over_only_when_it_beats_the_current_one(
     policy._retrain()
     assert (policy.model is not current) is promoted  # margin 2%: 0.995 is not enough
     assert policy.stats["challengers_promoted"] == int(promoted)
+
+
+def test_users_a_full_region_cannot_grow_are_moved_where_they_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load = 0.5  # constant background load: the capped region's free vCPU is the same every step
+    capped = {"gcp-us-central1": 3.0 / (1 - load)}  # home of 6 of the 30 users, others nearby
+    settings = tiny(Settings(home=tmp_path, regions_file=capped_regions(tmp_path, capped)))
+    engine, record = _engine(settings, users=30, days=1, seed=8)
+    engine.record = replace(record, utilisation=np.full_like(record.utilisation, load))
+    policy = PredictivePolicy(engine.context, record.n_steps)
+    moving = engine.run(policy)
+    monkeypatch.setattr(PredictivePolicy, "_leave_full_regions", lambda *_: None)
+    staying = engine.run(PredictivePolicy(engine.context, record.n_steps))
+    assert policy.stats["capacity_moves"] > 0
+    assert moving["capacity_refused_growth"] < staying["capacity_refused_growth"] / 10
+    assert moving["demand_violation_minutes"] < staying["demand_violation_minutes"] / 2
+
+
+@pytest.mark.parametrize(
+    ("serving_ms", "elsewhere_ms", "moves"),
+    [
+        (63.0, 40.0, True),  # a spike, but elsewhere is far better
+        (63.0, 57.0, False),  # a spike over 58 ms: elsewhere is about as slow
+        (66.0, 57.0, True),  # slow for two intervals: elsewhere is a hysteresis better
+        (70.0, 61.0, False),  # better elsewhere, but not under the SLO either
+    ],
+)
+def test_the_fallback_moves_only_where_it_clearly_pays(
+    travellers: Settings, serving_ms: float, elsewhere_ms: float, moves: bool
+) -> None:
+    """A user measured above the SLO in their serving region is sent elsewhere only to a
+    region under the SLO and a hysteresis better than what the serving one measures now: to a
+    region about as slow, a move only adds the switch."""
+    engine, _record = _engine(travellers, users=8, days=1, seed=6)
+    policy = PredictivePolicy(engine.context, engine.record.n_steps)
+    users, regions, steps = policy.n_users, len(policy.codes), 24
+    serving, other = 0, 1
+    latency = np.full((users, steps), 58.0)
+    latency[:, -1] = serving_ms  # the last interval above the SLO
+    if serving_ms > 64:
+        latency[:, -2] = serving_ms  # and the one before
+    far = np.full((users, steps), np.nan)  # mid-Pacific: every probe is far above the SLO
+    lat, lon = far.copy(), far.copy()
+    lat[:, -1], lon[:, -1] = 0.0, -150.0
+    observed = Observed(
+        step=steps, lat=lat, lon=lon, demand=np.zeros((users, steps, 2)),
+        other_demand=np.zeros((users, steps, 2)), latency_ms=latency,
+        session_active=np.ones((users, steps), bool), region=np.full(users, serving),
+        allocation=np.zeros((users, 2)), pending_region=np.full(users, NO_REGION),
+        free_vcpu=np.full(regions, 1e6),
+    )  # fmt: skip
+    policy.region = observed.region.copy()
+    policy.here = policy.measured_at = np.full(users, other)  # measured from where they are
+    policy.measured_ms[:, other] = elsewhere_ms
+    policy._fallback_moves(observed, target=policy.region.copy(), window=0)
+    assert np.array_equal(policy.override == other, np.full(users, moves))
+    assert (policy.override[policy.override != other] == NO_REGION).all()
