@@ -9,14 +9,9 @@ Every ``replan_hours`` (at hour boundaries), from what monitoring recorded so fa
    peak reaches ``active_share`` of the user's recent active peak is forecast active (capacity
    is held through it), one whose p90 does is planned busy by the placement;
 3. the placement engine (``serving.placement.plan_placement``: p90 + headroom, prices, latency
-   model with the client's measurements of the last day taken from where the user is now (the
-   region nearest their last position fix, their ``current_location``), remaining capacity)
-   chooses a region and an allocation per user and hourly window; the window's region is the
-   user's pre-allocation (the routing config of that hour).
-
-What the user can expect from a region (``_expected_ms``) is what they measured there over the
-last day from where they are now, or else their probe of it (expected from the last position
-fix: an IP fix can be far off, a measurement is not).
+   model with the client's measurements of the last day, remaining capacity) chooses a region
+   and an allocation per user and hourly window; the window's region is the user's
+   pre-allocation (the routing config of that hour).
 
 At every telemetry interval:
 
@@ -26,8 +21,9 @@ At every telemetry interval:
 - the router's rule (``serving.router.decide.decide``, smoothing, hysteresis and cooldown
   included; the config's threshold a hysteresis below the SLO, so that crossing the SLO itself
   switches) decides each switchover to the pre-allocated region, on router state fed with the
-  client's probes of its serving region (measured) and of the pre-allocated region (what the
-  user can expect there), ``probes_per_interval`` per interval, the last two intervals' worth;
+  client's probes of its serving region (measured) and of the pre-allocated region (expected
+  from the last position fix), ``probes_per_interval`` per interval, the last two intervals'
+  worth;
 - sizing: while the user is active, in an hour forecast active, or within
   ``preroll_intervals`` of one, the allocation is the user's session envelope (the peak of
   their last ``envelope_hours`` active hours, the interval just observed included, plus the
@@ -35,13 +31,10 @@ At every telemetry interval:
   at any other time nothing is allocated: the forecast decides when, history how much;
 - fallback, as the reactive policy does it: a user whose measured latency stayed above the
   SLO for ``fallback_consecutive_intervals`` while the plan offers nothing better gets the
-  region with capacity they can expect the lowest latency from (the serving one at what it
-  measured in the last two intervals) as pre-allocation until the next plan, if that region is
-  under the SLO and a hysteresis better than staying: where every region is about as slow, a
-  move only adds the switch;
+  lowest-latency region with capacity as pre-allocation until the next plan;
 - full regions: a growth in place the serving region has no free vCPU for (known before it is
-  asked, granted in user order as the provider grants) moves the user to the region nearest
-  in expected latency under the SLO where their whole allocation fits, until the next plan;
+  asked, granted in user order as the provider grants) moves the user to the region of lowest
+  probed latency under the SLO where their whole allocation fits, until the next plan;
 - feedback: every ``drift_check_hours`` the realised error of the hourly forecasts and the share
   of unused holds go through ``serving.feedback_drift.decide_drift``; on drift a challenger LSTM
   is trained on everything observed so far but the last ``retrain_holdout_hours`` (at most
@@ -55,7 +48,6 @@ for capacity shows there, and the policy follows it). Deterministic by seed.
 from __future__ import annotations
 
 import time
-import warnings
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -118,14 +110,10 @@ class PredictivePolicy:
         self.plan_alloc = np.zeros((self.n_users, 1, len(RESOURCES)))
         self.plan_latency = np.zeros((self.n_users, 1))
         self.override = np.full(self.n_users, NO_REGION, np.int64)
-        self.measured_ms = np.full((self.n_users, len(self.codes)), np.nan)  # set at each plan
         self.envelope = SessionEnvelope.empty(self.n_users, settings.evaluation.envelope_hours)
         self.plan_active = np.zeros((self.n_users, 1), bool)
         self.warm = np.full(self.n_users, NO_REGION, np.int64)
         self.served: list[np.ndarray] = []
-        self.located: list[np.ndarray] = []  # region nearest each interval's fix, as served
-        self.here = np.full(self.n_users, NO_REGION, np.int64)  # region nearest the last fix
-        self.measured_at = np.full(self.n_users, NO_REGION, np.int64)  # where medians hold
         self.holds_used = 0
         self.holds_unused = 0
         self.forecasts: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # hour -> (p50, p90)
@@ -148,8 +136,6 @@ class PredictivePolicy:
         context = self.context
         per_hour = context.steps_per_hour
         self.served.append(observed.region.copy())  # served the interval before ``step``
-        self.located.append(self._located(observed))
-        self.here = np.where(self.located[-1] != NO_REGION, self.located[-1], self.here)
         if self.region is not None:
             # Where the engine has the user: a switchover refused for capacity did not happen.
             underway = observed.pending_region != NO_REGION
@@ -228,7 +214,6 @@ class PredictivePolicy:
         p90[..., ALLOCATED] = np.where(active, np.maximum(p90[..., ALLOCATED], envelope), 0.0)
         now = self._time(step)
         users = list(self.context.user_ids)
-        self.measured_ms = self._measured_medians(observed)
         profiles = profile_table(
             users, pd.Timestamp(now), p50, p90, self.model.last_cold_start, "evaluation",
             pd.DatetimeIndex([pd.Timestamp(now)] * len(users)), "lstm",
@@ -251,11 +236,6 @@ class PredictivePolicy:
         held = np.zeros((self.n_users, len(RESOURCE_COLUMNS)))
         held[:, ALLOCATED] = observed.allocation
         frame = pd.DataFrame(held, columns=list(RESOURCE_COLUMNS))
-        # Where the user is now: the region nearest their last position fix.
-        location = np.where(
-            self.measured_at != NO_REGION, self.codes[np.maximum(self.measured_at, 0)], None
-        )
-        frame.insert(0, "current_location", location)
         frame.insert(0, "current_region", self.codes[self.region])
         frame.insert(0, "user_id", list(self.context.user_ids))
         return frame
@@ -267,52 +247,34 @@ class PredictivePolicy:
         frame.insert(0, "region", self.codes)
         return frame
 
-    def _located(self, observed: Observed) -> np.ndarray:
-        """(users,) region nearest the position fix of the interval before ``observed.step``
-        (``NO_REGION`` without a fix in it)."""
-        lat, lon = observed.lat[:, -1], observed.lon[:, -1]
-        fixed = np.isfinite(lat) & np.isfinite(lon)
-        out = np.full(self.n_users, NO_REGION, np.int64)
-        out[fixed] = self.context.catalogue.nearest(lat[fixed], lon[fixed])
-        return out
-
-    def _measured_medians(self, observed: Observed) -> np.ndarray:
-        """(users, regions) median latency the client measured over the last day to each
-        region that served it (the probes the router stored), from where it is now (its
-        location, ``measured_at``); NaN for the other regions."""
+    def _measured(self, observed: Observed) -> pd.DataFrame:
+        """What the client measured: its serving regions over the last day (the probes the
+        router stored), and its probes from the last position fix to every other region."""
         window = self.evaluation.reactive_window_hours * self.context.steps_per_hour
         served = np.stack(self.served[-window:], axis=1)  # (users, k) region of each interval
-        located = np.stack(self.located[-window:], axis=1)
-        self.measured_at = self.here.copy()
         latency = observed.latency_ms[:, observed.step - served.shape[1] : observed.step]
         users = np.broadcast_to(np.arange(self.n_users)[:, None], served.shape)
-        seen = np.isfinite(latency) & (located == self.measured_at[:, None])
+        seen = np.isfinite(latency)
         frame = pd.DataFrame(
             {"user": users[seen], "region": served[seen], "latency_ms": latency[seen]}
         )
-        medians = frame.groupby(["user", "region"], sort=True)["latency_ms"].median()
-        out = np.full((self.n_users, len(self.codes)), np.nan)
-        pairs = medians.index.to_frame().to_numpy()
-        out[pairs[:, 0], pairs[:, 1]] = medians.to_numpy()
-        return out
-
-    def _expected_ms(self, observed: Observed, users: np.ndarray) -> np.ndarray:
-        """(users, regions) latency each user can expect from each region: what they measured
-        there over the last day from where they are now, else their probe of it."""
-        still = (self.here[users] == self.measured_at[users])[:, None]
-        known = np.where(still, self.measured_ms[users], np.nan)
-        return np.where(np.isfinite(known), known, self._probes(observed, users))
-
-    def _measured(self, observed: Observed) -> pd.DataFrame:
-        """What the client measured: its serving regions over the last day, and its probes
-        from the last position fix to every other region (placement's measured latency)."""
-        expected = self._expected_ms(observed, np.arange(self.n_users))
-        user, region = np.nonzero(np.isfinite(expected))
+        measured = frame.groupby(["user", "region"], sort=True)["latency_ms"].median()
+        probes = self._probes(observed, np.arange(self.n_users))
+        probed = np.isfinite(probes)
+        taken = np.zeros_like(probed)
+        pairs = measured.index.to_frame().to_numpy()
+        taken[pairs[:, 0], pairs[:, 1]] = True
+        user, region = np.nonzero(probed & ~taken)
+        user = np.concatenate([pairs[:, 0], user])
+        region = np.concatenate([pairs[:, 1], region])
+        values = np.concatenate(
+            [measured.to_numpy(), probes[user[len(pairs) :], region[len(pairs) :]]]
+        )
         return pd.DataFrame(
             {
                 "user_id": np.asarray(self.context.user_ids, dtype=object)[user],
                 "region": self.codes[region],
-                "latency_ms": expected[user, region],
+                "latency_ms": values,
             }
         )
 
@@ -359,22 +321,14 @@ class PredictivePolicy:
         slow = np.flatnonzero(np.all(recent > slo, axis=1))
         if slow.size == 0:
             return
-        expected = self._expected_ms(observed, slow)
+        probes = self._probes(observed, slow)
         rows = np.arange(len(slow))
-        # The serving region at what it measured in the router's probe window (its recent
-        # state: load moves latency over the day), every other region at what is expected.
-        now_ms = _nanmean(observed.latency_ms[slow, -PROBE_INTERVALS:])
-        expected[rows, observed.region[slow]] = now_ms
-        good_target = expected[rows, target[slow]] < self.rule.latency_threshold_ms
+        good_target = probes[rows, target[slow]] < self.rule.latency_threshold_ms
         good_target &= target[slow] != self.region[slow]
         need = self.plan_alloc[slow, window, 0]
-        expected[observed.free_vcpu[None, :] < need[:, None]] = np.inf
-        best = np.argmin(expected, axis=1)
-        # A move pays only to a region under the SLO and a hysteresis better than staying:
-        # where every region is about as slow, jitter alone would switch the user back and forth.
-        gain = now_ms - expected[rows, best]
-        clear = (expected[rows, best] < slo) & (gain > self.settings.router.hysteresis_ms)
-        useful = ~good_target & clear & (best != self.region[slow])
+        probes[observed.free_vcpu[None, :] < need[:, None]] = np.inf
+        best = np.argmin(probes, axis=1)
+        useful = ~good_target & np.isfinite(probes[rows, best]) & (best != self.region[slow])
         self.override[slow[useful]] = best[useful]
         self.stats["fallback_moves"] += int(useful.sum())
 
@@ -384,7 +338,7 @@ class PredictivePolicy:
         if candidates.size == 0:
             return
         now = self._time(step)
-        probes = self._expected_ms(observed, candidates)
+        probes = self._probes(observed, candidates)
         measured = observed.latency_ms[candidates, -PROBE_INTERVALS:]
         per = self.evaluation.probes_per_interval
         alpha = self.rule.ewma_alpha
@@ -450,8 +404,8 @@ class PredictivePolicy:
 
         The regions' free vCPU is known (the provider's capacity), so a growth in place that
         will not fit is seen before it is asked for: granted in user order as the provider
-        does, the users left without room are sent where they can expect latency under the SLO
-        and their whole allocation fits, and kept there until the next plan.
+        does, the users left without room are sent where their probes are under the SLO and
+        their whole allocation fits, and kept there until the next plan.
         """
         staying = (self.region == observed.region) & (observed.pending_region == NO_REGION)
         growth = allocation[:, 0] - observed.allocation[:, 0]
@@ -462,7 +416,7 @@ class PredictivePolicy:
         refused = np.flatnonzero(asking & ~free.grant(self.region, growth, asking))
         if refused.size == 0:
             return
-        probes = self._expected_ms(observed, refused)
+        probes = self._probes(observed, refused)
         slo = self.context.settings.latency_slo_ms
         for row, user in enumerate(refused):
             fits = free.free >= allocation[user, 0]
@@ -538,13 +492,6 @@ class PredictivePolicy:
     def _time(self, step: int) -> datetime:
         seconds = step * self.context.interval_seconds
         return (self.context.start + pd.Timedelta(seconds=seconds)).to_pydatetime()
-
-
-def _nanmean(values: np.ndarray) -> np.ndarray:
-    """Mean of each row over its finite values; NaN for a row without any."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # rows without a measurement
-        return np.nanmean(values, axis=1)
 
 
 def summary(policy: PredictivePolicy) -> dict[str, float]:

@@ -12,8 +12,8 @@ Latency from a location (a catalogue region's metro, as the profile predicts it)
 region is the latency model's mean round trip (inflated fibre distance, last mile) plus the
 mean of its exponential jitter; so P(latency > SLO) = exp(-(SLO - base) / jitter) below the SLO.
 A measured latency for a (user, region) pair replaces the model for that pair where the user is
-now (their current location: the region nearest them, their serving region where it is not
-given); where the forecast puts them elsewhere the model still applies.
+now, which placement takes to be the location of their current region; where the forecast puts
+them elsewhere the model still applies.
 """
 
 from __future__ import annotations
@@ -121,8 +121,7 @@ def window_options(
     held = inputs.current_allocation[demand.users]
     away = demand.presence @ tables.violation  # hours where the region misses the SLO
     latency = demand.presence @ tables.latency_ms  # latency-hours
-    location = inputs.current_location[demand.users]
-    _apply_measurements(demand, inputs, tables, settings, location, away, latency)
+    _apply_measurements(demand, inputs, tables, settings, current, away, latency)
     # Latency misses count in the hours demand stays within the allocation (independence).
     within = 1.0 - demand.shortfall_hours / demand.hours
 
@@ -197,12 +196,11 @@ def _apply_measurements(
     inputs: PlacementInputs,
     tables: RegionTables,
     settings: Settings,
-    location: np.ndarray,
+    current: np.ndarray,
     away: np.ndarray,
     latency_hours: np.ndarray,
 ) -> None:
-    """Replace the model by measured latency for the measured pairs, at the user's ``location``
-    now (window-local, like ``away``).
+    """Replace the model by measured latency for the measured pairs, at the current location.
 
     ``away`` (expected hours where the region misses the SLO) and ``latency_hours`` are
     (users, regions) sums over locations; the term of the current location is corrected in place.
@@ -214,7 +212,7 @@ def _apply_measurements(
     user = position[inputs.measured_user]
     keep = user >= 0
     user, region, measured = user[keep], inputs.measured_region[keep], inputs.measured_ms[keep]
-    here = location[user]
+    here = current[user]
     measured_violation = slo_violation_probability(
         measured, settings.latency_slo_ms, settings.latency.jitter_ms
     )

@@ -35,7 +35,6 @@ class PlacementInputs:
 
     user_ids: np.ndarray  # (n,) str, in order of first appearance in the profiles
     current_region: np.ndarray  # (n,) int, catalogue position of each user's serving region
-    current_location: np.ndarray  # (n,) int, the region nearest the user now (default: serving)
     current_allocation: np.ndarray  # (n, 4) what each user holds now, RESOURCE_COLUMNS order
     capacity: np.ndarray  # (S, 4) remaining capacity per catalogue region
     row_user: np.ndarray  # (m,) int
@@ -83,9 +82,7 @@ def read_inputs(
     hour_ns = _timestamps_ns(profiles["target_hour"], "profiles.target_hour")
     p50 = _demand(profiles, "p50")
     p90 = _demand(profiles, "p90")
-    current_region, current_location, current_allocation, known = _current(
-        current, user_index, catalogue
-    )
+    current_region, current_allocation, known = _current(current, user_index, catalogue)
     prob_user, prob_step, prob_region, prob_value = _region_probs(
         region_probs, user_index, row_user, step, catalogue
     )
@@ -98,7 +95,6 @@ def read_inputs(
         probs = _renumbered(probs, known, renumber)
         user_index = user_index[known]
         current_region, current_allocation = current_region[known], current_allocation[known]
-        current_location = current_location[known]
     ahead = rows[2] + HOUR_NS > now_ns
     past = len(ahead) - int(np.count_nonzero(ahead))
     if past:
@@ -111,7 +107,6 @@ def read_inputs(
     return PlacementInputs(
         user_ids=np.asarray(user_index, dtype=object),
         current_region=current_region,
-        current_location=current_location,
         current_allocation=current_allocation,
         capacity=_capacity(capacity, catalogue),
         row_user=rows[0],
@@ -164,13 +159,10 @@ def _profile_users(profiles: pd.DataFrame) -> tuple[pd.Index, np.ndarray]:
 
 def _current(
     current: pd.DataFrame, users: pd.Index, catalogue: RegionCatalogue
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Each profiled user's serving region, location and allocation, aligned with ``users``.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each profiled user's serving region and allocation, aligned with ``users``.
 
-    The location is the optional ``current_location`` column (the catalogue region nearest
-    where the user is now, e.g. from their last position fix); where it is absent or empty,
-    the serving region stands for it. The fourth array says which users ``current`` has at
-    all (the others' entries are 0).
+    The third array says which users ``current`` has at all (the others' entries are 0).
     """
     frame = _with_column(current, "user_id")
     _require_columns(frame, "current", ["user_id", "current_region", *RESOURCE_COLUMNS])
@@ -178,21 +170,10 @@ def _current(
         dup = frame.loc[frame["user_id"].duplicated(), "user_id"]
         raise PlacementInputError(f"current: duplicate user_id(s) {_examples(dup)}")
     region = _region_positions(frame["current_region"], catalogue, "current.current_region")
-    location = region.copy()
-    if "current_location" in frame.columns:
-        given = frame["current_location"].notna().to_numpy()
-        location[given] = _region_positions(
-            frame.loc[given, "current_location"], catalogue, "current.current_location"
-        )
     allocation = _non_negative(frame, list(RESOURCE_COLUMNS), "current")
     position = pd.Index(frame["user_id"]).get_indexer(users)
     known = position >= 0
-    return (
-        region[position] * known,
-        location[position] * known,
-        allocation[position] * known[:, None],
-        known,
-    )
+    return region[position] * known, allocation[position] * known[:, None], known
 
 
 def _region_probs(

@@ -50,9 +50,7 @@ def plan_placement(
     """Plan every user's region and allocation per window of the horizon; act on nothing.
 
     ``profiles`` and ``region_probs`` follow the predicted-profile contract; ``current`` has
-    ``user_id``, ``current_region`` and the held allocation (zeros where none), and optionally
-    ``current_location`` (the region nearest the user now, where their latency measurements were
-    taken; default: the serving region); ``capacity``
+    ``user_id``, ``current_region`` and the held allocation (zeros where none); ``capacity``
     has ``region`` and what is still free of each resource (default: the catalogue's
     capacity); ``measured_latency`` has ``user_id``, ``region``, ``latency_ms``. Forecast hours
     already over at ``now`` are left out; users ``current`` lacks are reported in ``unplaced``.

@@ -8,8 +8,7 @@ an expectation over the window's hours:
 - traffic: the median network rate over the hours, in GB (what egress is billed on);
 - shortfall hours: the expected hours in which demand exceeds the allocation;
 - presence: the expected hours the user spends at each location (catalogue region), with the
-  probability mass ``region_probs`` leaves unassigned placed where the user is now (their
-  current location, which defaults to their serving region).
+  probability mass ``region_probs`` leaves unassigned placed at the user's current region.
 
 The steps are laid out on a dense (user, step) grid, so that windows are a reshape away.
 """
@@ -131,7 +130,7 @@ class _Grid:
 def _presence(
     inputs: PlacementInputs, grid: _Grid, n_windows: int, width: int, n_regions: int
 ) -> np.ndarray:
-    """Expected hours per (user, window, location); unassigned mass at the current location."""
+    """Expected hours per (user, window, location); unassigned mass at the current region."""
     prob_cell = inputs.prob_user * grid.n_steps + inputs.prob_step - 1
     assigned = np.bincount(prob_cell, weights=inputs.prob_value, minlength=grid.size)
     residual = np.clip(1.0 - assigned, 0.0, 1.0) * grid.present
@@ -141,7 +140,7 @@ def _presence(
     presence = np.bincount(target, weights=inputs.prob_value, minlength=int(np.prod(shape)))
     presence = presence.astype(np.float64, copy=False).reshape(shape)
     users = np.arange(inputs.n_users)[:, None]
-    home = inputs.current_location[:, None]
+    home = inputs.current_region[:, None]
     presence[users, np.arange(n_windows)[None, :], home] += residual.reshape(
         inputs.n_users, n_windows, width
     ).sum(axis=2)

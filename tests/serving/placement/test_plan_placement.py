@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.regions import load_regions
 from core.schema import RESOURCE_COLUMNS
 from core.settings import Settings, get_settings
 from serving.placement import PlacementInputError, plan_placement, write_plan
@@ -90,31 +89,6 @@ def test_a_measured_latency_overrides_the_model_where_the_user_is() -> None:
     assert row["region"] != "aws-eu-west-1"
     assert row["action"] == "preallocate"
     assert row["expected_latency_gain_ms"] > 100
-
-
-def test_measurements_apply_where_the_user_is_not_where_they_are_served() -> None:
-    # Served from Virginia while in Frankfurt, from where every European region measures 180 ms.
-    user = User("away", home="aws-us-east-1", trip="aws-eu-central-1", trip_probability=0.95)
-    inputs = build([user])
-    europe = [r.code for r in load_regions(get_settings().regions_file) if r.code.startswith(
-        ("aws-eu-", "gcp-europe-", "azure-westeurope", "azure-northeurope"))]  # fmt: skip
-    measured = pd.DataFrame({"user_id": "away", "region": europe, "latency_ms": 180.0})
-    located = inputs.current.assign(current_location="aws-eu-central-1")
-    plans = {
-        name: plan_placement(inputs.profiles, inputs.region_probs, current,
-                             measured_latency=measured, now=NOW)
-        for name, current in (("served", inputs.current), ("located", located))
-    }  # fmt: skip
-    # Taken where they are served, the measurements miss: Europe looks near.
-    assert _only(plans["served"], "away")["region"] in europe
-    assert _only(plans["located"], "away")["region"] not in europe
-
-
-def test_an_unknown_current_location_is_rejected() -> None:
-    inputs = build([User("lost", home="aws-eu-west-1")])
-    current = inputs.current.assign(current_location="atlantis-1")
-    with pytest.raises(PlacementInputError, match=r"current\.current_location"):
-        plan_placement(inputs.profiles, inputs.region_probs, current, now=NOW)
 
 
 SMALL_CAPACITY = [12.0, 6.0, 18.0, 9.0, 14.0, 5.0]  # CLUSTER's regions, in users of size 1
