@@ -99,7 +99,6 @@ class LstmForecaster:
         self.fit_seconds: float | None = None
         self.epochs_trained: int | None = None
         self.spread_factors: list[float] | None = None
-        self.region_calibration: list[float] | None = None  # temperature, stay bias
         self.epoch_history: list[dict] = []
 
     # -- fitting -------------------------------------------------------------------------
@@ -133,8 +132,6 @@ class LstmForecaster:
         )
         self.epochs_trained = self._train(module, data)
         self.spread_factors = module.calibrate(data.val_dataloader()).tolist()
-        if module.region_head is not None:
-            self.region_calibration = list(module.region_calibration)
         self.module = module
         self.fit_seconds = time.perf_counter() - started
 

@@ -185,4 +185,3 @@ def test_users_a_full_region_cannot_grow_are_moved_where_they_fit(
     assert policy.stats["capacity_moves"] > 0
     assert moving["capacity_refused_growth"] < staying["capacity_refused_growth"] / 10
     assert moving["demand_violation_minutes"] < staying["demand_violation_minutes"] / 2
-

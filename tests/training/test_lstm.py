@@ -200,7 +200,7 @@ def test_region_head_learns_weekly_travel_better_than_staying_put(tmp_path):
     assert stay_top1 < 0.85  # the origins often fall before a trip starts
     assert model_top1 > 0.95
     # The region calibration fitted in ``fit`` travels with the saved model.
-    temperature, stay_bias = model.region_calibration
+    temperature, stay_bias = model.module.region_calibration
     assert temperature > 0 and (temperature, stay_bias) != (1.0, 0.0)
     loaded = LstmForecaster.load(model.save(tmp_path / "model"))
     assert loaded.module.region_calibration == pytest.approx((temperature, stay_bias))
