@@ -1,14 +1,18 @@
 """The closed loop: a policy decides, the engine applies its decisions with real delays, and
 every user-minute is accounted against the TRUE position and demand.
 
-Delays, the same for every policy (settings.provisioning and settings.router):
+Warm holds and moves go through the real Pre-Allocation Manager, its ledger and the local
+provider, on the simulated clock (``simulation.eval_provisioning``). Delays, the same for every
+policy (settings.provisioning and settings.router):
 
-- moving a user to a region without ready warm capacity boots it cold
-  (``cold_boot_seconds``), then copies the session state (``copy_seconds``); meanwhile the
-  user is served from the old region with the old allocation;
-- moving into a ready warm hold copies the state, and scales the hold up
-  (``scale_up_seconds``) when it is smaller than the allocation asked for;
-- a warm hold becomes ready ``cold_boot_seconds`` after it is asked for;
+- a warm hold is ready ``cold_boot_seconds`` after it is asked for, and holds
+  ``warm_fraction`` of the allocation asked until it is used; one unused for ``ttl_hours``
+  expires;
+- moving a user to a region without a warm hold provisions one cold there
+  (``cold_boot_seconds``); once the hold there is ready the session state is copied
+  (``copy_seconds``) and the hold scaled to the full allocation (``scale_up_seconds``);
+  meanwhile the user is served from the old region with the old allocation, and once moved the
+  old region's reservation is released;
 - growing an allocation in place takes ``scale_up_seconds``; shrinking is immediate.
 
 Capacity binds (``simulation.eval_capacity``): before a decision is applied, each new move, new
@@ -26,15 +30,19 @@ sub-interval is served by the new region or allocation once the change completed
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from core.settings import Settings
 from serving.router.migration import copy_seconds
 from simulation.eval_capacity import Refusals, grant, held_vcpu
 from simulation.eval_metrics import MetricsAccumulator
 from simulation.eval_policy import NO_REGION, RESOURCES, Decision, Observed, Policy, PolicyContext
+from simulation.eval_provisioning import Provisioning
 from simulation.eval_record import WorldRecord, expected_latency
 from simulation.eval_trace import PolicyTrace
 
@@ -91,13 +99,31 @@ class Engine:
         self.copy_s = copy_seconds(settings.evaluation.session_bytes, settings.router)
         self.boot_s = settings.provisioning.cold_boot_seconds
         self.scale_s = settings.provisioning.scale_up_seconds
+        self.warm_fraction = settings.provisioning.warm_fraction
 
-    def run(self, policy: Policy, trace: PolicyTrace | None = None) -> dict[str, float]:
-        """Drive ``policy`` over every evaluation step; its metrics in the JSON contract.
+    def run(
+        self, policy: Policy, trace: PolicyTrace | None = None, directory: Path | None = None
+    ) -> dict[str, float]:
+        """Drive ``policy`` over every evaluation step; its metrics in the JSON contract, with
+        what its reservations went through (``reservations_*``, ``orphaned_resources``).
 
         ``trace``, when given, records what the policy did at every step (for the report).
+        ``directory`` keeps the policy's ledger and local cloud (SQLite); by default they live
+        in a temporary directory, removed afterwards.
         """
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            return self._run(policy, trace, directory)
+        with tempfile.TemporaryDirectory(prefix="prewarm-eval-") as scratch:
+            return self._run(policy, trace, Path(scratch))
+
+    def _run(self, policy: Policy, trace: PolicyTrace | None, directory: Path) -> dict[str, float]:
         record, first = self.record, self.context.first_step
+        start = self.context.start + pd.Timedelta(seconds=first * self.interval_s)
+        provisioning = Provisioning(
+            self.settings, self.catalogue, self.context.user_ids, start.to_pydatetime(), directory
+        )
+        provisioning.copy_s = self.copy_s
         n_users = record.n_users
         latency_ms = np.full((n_users, record.n_steps), np.nan)
         served = np.broadcast_to(self.context.home_region[:, None], latency_ms.shape).copy()
@@ -109,21 +135,28 @@ class Engine:
             observed = self._observed(step, latency_ms, state)
             decision = policy.decide(step, observed)
             self._check(decision, n_users)
+            # A warm hold holds its share of the allocation asked until it is used.
+            decision = replace(
+                decision, warm_allocation=decision.warm_allocation * self.warm_fraction
+            )
             t0 = (step - first) * self.interval_s
             fresh = state is None
             if fresh:
                 state = ServingState.start(_nothing_held(decision))
+            else:
+                _drop_warm(state, provisioning.expire(t0))
             decision = grant(state, decision, self._available(step), refusals)
             if fresh:
                 state = ServingState.start(decision)
-            self._apply(state, decision, t0)
+            self._apply(state, decision, t0, provisioning)
             self._account(state, step, t0, metrics)
-            serving_now = self._complete(state, t0 + self.interval_s, metrics)
+            serving_now = self._complete(state, t0 + self.interval_s, metrics, provisioning)
             served[:, step] = serving_now
             if trace is not None:
                 trace.add(step - first, decision, serving_now)
             latency_ms[:, step] = self._measured(served[:, step : step + 1], step, step + 1)[:, 0]
-        return metrics.results() | _refusal_metrics(refusals)
+        ledger = provisioning.close((record.n_steps - first) * self.interval_s)
+        return metrics.results() | _refusal_metrics(refusals) | ledger
 
     # ----- what the policy sees ---------------------------------------------------------------
 
@@ -185,39 +218,59 @@ class Engine:
 
     # ----- applying a decision ----------------------------------------------------------------
 
-    def _apply(self, state: ServingState, decision: Decision, t0: float) -> None:
-        self._apply_moves(state, decision, t0)  # first: a move consumes the warm hold it targets
-        self._apply_warm(state, decision, t0)
+    def _apply(
+        self, state: ServingState, decision: Decision, t0: float, provisioning: Provisioning
+    ) -> None:
+        # First the moves: a move consumes the warm hold it targets.
+        self._apply_moves(state, decision, t0, provisioning)
+        self._apply_warm(state, decision, t0, provisioning)
         self._apply_scaling(state, decision, t0)
 
-    def _apply_warm(self, state: ServingState, decision: Decision, t0: float) -> None:
+    def _apply_warm(
+        self, state: ServingState, decision: Decision, t0: float, provisioning: Provisioning
+    ) -> None:
+        """Holds the policy no longer asks for are released, new ones requested; a hold kept
+        in the same region keeps the reservation it has (and its size)."""
         wanted = decision.warm_region.astype(np.int64).copy()
         wanted[(wanted == state.region) | (wanted == state.pending_region)] = NO_REGION
-        moved = wanted != state.warm_region
-        state.warm_region[moved] = wanted[moved]
-        state.warm_ready_s[moved] = np.where(wanted[moved] == NO_REGION, np.inf, t0 + self.boot_s)
-        held = wanted != NO_REGION
+        changed = wanted != state.warm_region
+        provisioning.release_warm(np.flatnonzero(changed & (state.warm_region != NO_REGION)), t0)
+        _drop_warm(state, changed)
+        asking = np.flatnonzero(changed & (wanted != NO_REGION))
+        if asking.size == 0:
+            return
+        full = decision.warm_allocation[asking] / self.warm_fraction
+        ready = provisioning.hold(asking, wanted[asking], full, t0)
+        held = asking[np.isfinite(ready)]
+        state.warm_region[held] = wanted[held]
         state.warm_allocation[held] = decision.warm_allocation[held]
-        state.warm_allocation[~held] = 0.0
+        state.warm_ready_s[held] = ready[np.isfinite(ready)]
 
-    def _apply_moves(self, state: ServingState, decision: Decision, t0: float) -> None:
+    def _apply_moves(
+        self, state: ServingState, decision: Decision, t0: float, provisioning: Provisioning
+    ) -> None:
         target = decision.region.astype(np.int64)
         cancelled = (target == state.region) & (state.pending_region != NO_REGION)
+        provisioning.give_back_pending(np.flatnonzero(cancelled), t0)
         state.pending_region[cancelled] = NO_REGION
         state.pending_ready_s[cancelled] = np.inf
         retarget = target == state.pending_region
         state.pending_allocation[retarget] = decision.allocation[retarget]
         new = (target != state.region) & (target != state.pending_region)
         from_warm = new & (state.warm_region == target)
-        ready = np.where(from_warm, np.maximum(state.warm_ready_s, t0), t0 + self.boot_s)
-        grow = np.any(decision.allocation > state.warm_allocation, axis=1) & from_warm
-        ready = ready + self.copy_s + np.where(grow, self.scale_s, 0.0)
-        state.pending_region[new] = target[new]
-        state.pending_allocation[new] = decision.allocation[new]
-        state.pending_ready_s[new] = ready[new]
-        state.warm_region[from_warm] = NO_REGION
-        state.warm_allocation[from_warm] = 0.0
-        state.warm_ready_s[from_warm] = np.inf
+        users = np.flatnonzero(new)
+        ready = provisioning.move(
+            users, target[users], decision.allocation[users], from_warm[users],
+            state.warm_ready_s[users], t0,
+        )  # fmt: skip
+        # A move the provider refused leaves the user where they are, with nothing under way.
+        started, refused = users[np.isfinite(ready)], users[~np.isfinite(ready)]
+        state.pending_region[refused] = NO_REGION
+        state.pending_ready_s[refused] = np.inf
+        state.pending_region[started] = target[started]
+        state.pending_allocation[started] = decision.allocation[started]
+        state.pending_ready_s[started] = ready[np.isfinite(ready)]
+        _drop_warm(state, from_warm)
 
     def _apply_scaling(self, state: ServingState, decision: Decision, t0: float) -> None:
         in_place = decision.region.astype(np.int64) == state.region
@@ -263,9 +316,16 @@ class Engine:
             unavoidable=record.best_latency_ms[:, step] > self.settings.latency_slo_ms,
         )
 
-    def _complete(self, state: ServingState, t_end: float, metrics: MetricsAccumulator):
+    def _complete(
+        self,
+        state: ServingState,
+        t_end: float,
+        metrics: MetricsAccumulator,
+        provisioning: Provisioning,
+    ) -> np.ndarray:
         """Commit the changes that completed within the interval; the serving regions at its end."""
         done = state.pending_ready_s <= t_end
+        provisioning.moved(np.flatnonzero(done), state.pending_ready_s[done])
         state.region[done] = state.pending_region[done]
         state.allocation[done] = state.pending_allocation[done]
         state.scale_target[done] = state.pending_allocation[done]
@@ -277,6 +337,13 @@ class Engine:
         state.allocation[scaled] = state.scale_target[scaled]
         state.scale_ready_s[scaled] = np.inf
         return state.region.copy()
+
+
+def _drop_warm(state: ServingState, users: np.ndarray) -> None:
+    """``users`` (a bool mask) hold nothing warm any more."""
+    state.warm_region[users] = NO_REGION
+    state.warm_allocation[users] = 0.0
+    state.warm_ready_s[users] = np.inf
 
 
 def _nothing_held(decision: Decision) -> Decision:

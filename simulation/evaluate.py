@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from simulation.report import write_report
 from simulation.world import World, WorldConfig
 
 RESULTS_FILE = "results.json"
+LEDGERS_DIR = "ledgers"  # out/ledgers/<policy>/: its reservation ledger and local cloud
 logger = logging.getLogger(__name__)
 
 
@@ -42,7 +44,8 @@ def evaluate(
 
     Returns ``{"policies": {name: metrics}}``. With ``out``, also writes ``out/results.json``
     (DESIGN.md section 4) and ``out/report.html``, and logs both with every policy's metrics as
-    one MLflow run. Unknown policy names raise ValueError.
+    one MLflow run; each policy's reservation ledger and local cloud stay in
+    ``out/ledgers/<policy>/``. Unknown policy names raise ValueError.
     """
     settings = settings if settings is not None else get_settings()
     unknown = [name for name in policies if name not in POLICIES]
@@ -61,11 +64,12 @@ def evaluate(
         if progress is not None:
             progress(name)
         policy = POLICIES[name](context, record)
-        trace = None
+        trace = directory = None
         if out is not None:
             trace = PolicyTrace.empty(record.n_users, steps, len(context.catalogue))
             traces[name] = trace
-        results["policies"][name] = engine.run(policy, trace)
+            directory = _fresh(out / LEDGERS_DIR / name)
+        results["policies"][name] = engine.run(policy, trace, directory)
         if isinstance(policy, PredictivePolicy):
             results.setdefault("details", {})[name] = summary(policy)
     if out is not None:
@@ -95,6 +99,13 @@ def _context(
         roles=tuple(str(r) for r in world.users["role"]),
         seed=world.config.seed,
     )
+
+
+def _fresh(directory: Path) -> Path:
+    """``directory``, emptied of an earlier run's ledger (a re-run starts from nothing)."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    return directory
 
 
 def write_results(results: dict, out: Path) -> Path:

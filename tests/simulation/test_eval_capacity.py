@@ -134,7 +134,9 @@ def test_a_warm_hold_larger_than_the_region_holds_nothing(
     away_capped: Engine, codes: tuple[str, str]
 ) -> None:
     region = _region(away_capped, codes[1])
-    result = away_capped.run(IntoRegion(away_capped, region, warm_vcpu=FITS + 1.0))
+    # A warm hold holds its warm fraction of what is asked: that share is too large here.
+    asked = (FITS + 1.0) / away_capped.warm_fraction
+    result = away_capped.run(IntoRegion(away_capped, region, warm_vcpu=asked))
     steps = away_capped.record.n_steps - away_capped.context.first_step
     assert result["capacity_refused_warm_holds"] == steps
     assert result["idle_warm_resource_hours"] == 0.0

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from core.settings import Settings
 from prewarm.cli import app
+from simulation.eval_provisioning import COUNTS
 from simulation.evaluate import evaluate
 
 METRICS = {
@@ -41,7 +42,8 @@ BREAKDOWN = {
     "capacity_refused_moves",
     "capacity_refused_warm_holds",
     "capacity_refused_growth",
-}
+    "orphaned_resources",
+} | {f"reservations_{name}" for name in COUNTS}
 
 
 def test_every_policy_reports_every_contract_metric(results: dict) -> None:
@@ -80,6 +82,21 @@ def test_oracle_bounds_reactive_and_static(results: dict) -> None:
     )
 
 
+def test_every_reservation_is_released_once_and_the_provider_keeps_nothing(results: dict) -> None:
+    for metrics in results["policies"].values():
+        ended = sum(
+            metrics[f"reservations_{name}"]
+            for name in COUNTS
+            if name.startswith("released_") or name in ("expired", "refused_activation")
+        )
+        assert ended == metrics["reservations_requested"]
+        assert metrics["orphaned_resources"] == 0
+        # A move completes only once its reservation was activated.
+        assert metrics["reservations_activated"] >= metrics["migrations"]
+    assert results["policies"]["static"]["reservations_requested"] == 0
+    assert results["policies"]["reactive"]["reservations_activated"] > 0
+
+
 def test_unknown_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown"):
         evaluate(2, 1, 1, ["static", "clairvoyant"])
@@ -95,6 +112,8 @@ def test_cli_writes_the_same_results_twice(tmp_path: Path, monkeypatch: pytest.M
         result = runner.invoke(app, [*args, "--policies", "static,reactive,oracle"])
         assert result.exit_code == 0, result.output
         outputs.append(json.loads((out / "results.json").read_text()))
+        for policy in ("static", "reactive", "oracle"):
+            assert (out / "ledgers" / policy / "ledger.sqlite").is_file()
     assert outputs[0] == outputs[1]
     assert set(outputs[0]["policies"]) == {"static", "reactive", "oracle"}
 

@@ -53,20 +53,70 @@ def _run(engine: Engine, **script: bool) -> dict[str, float]:
     return engine.run(Scripted(engine.context, **script))
 
 
-def test_a_cold_move_keeps_booting_capacity_idle_for_the_boot_and_copy(engine: Engine) -> None:
+def test_a_cold_move_boots_copies_and_scales_before_the_user_is_served_there(
+    engine: Engine,
+) -> None:
     result = _run(engine, move=True, warm=False, grow=False)
-    ticks = np.ceil((engine.boot_s + engine.copy_s) / engine.tick_s)
+    ticks = np.ceil((engine.boot_s + engine.copy_s + engine.scale_s) / engine.tick_s)
     assert result["migrations"] == USERS
     assert result["idle_warm_resource_hours"] == pytest.approx(USERS * ticks * engine.tick_s / 3600)
+    assert result["reservations_requested"] == result["reservations_activated"] == USERS
+    assert result["reservations_released_at_end"] == USERS
+    assert result["orphaned_resources"] == 0
 
 
-def test_a_move_into_ready_warm_capacity_waits_only_for_the_copy(engine: Engine) -> None:
+def test_a_move_into_ready_warm_capacity_waits_only_for_the_copy_and_scale_up(
+    engine: Engine,
+) -> None:
     result = _run(engine, move=True, warm=True, grow=False)
-    held_ticks = engine.ticks + np.ceil(engine.copy_s / engine.tick_s)
+    # The hold holds its warm fraction for the step before the move, then the move's
+    # allocation is held, not yet served, while the state is copied and the hold scaled up.
+    warm_ticks = engine.warm_fraction * engine.ticks
+    moving_ticks = np.ceil((engine.copy_s + engine.scale_s) / engine.tick_s)
     assert result["migrations"] == USERS
     assert result["idle_warm_resource_hours"] == pytest.approx(
-        USERS * held_ticks * engine.tick_s / 3600
+        USERS * (warm_ticks + moving_ticks) * engine.tick_s / 3600
     )
+    assert result["reservations_requested"] == result["reservations_activated"] == USERS
+
+
+class HoldingAway:
+    """Holds warm in a far region at every step and never moves there."""
+
+    name = "holding-away"
+
+    def __init__(self, context: PolicyContext) -> None:
+        self.context = context
+        self.far = (context.home_region + 1) % len(context.catalogue)
+
+    def decide(self, step: int, observed: Observed) -> Decision:
+        allocation = np.ones((USERS, 2))
+        return Decision(self.context.home_region.copy(), allocation, self.far, allocation.copy())
+
+
+def test_a_hold_unused_for_the_ttl_expires_and_is_requested_anew(engine: Engine) -> None:
+    result = engine.run(HoldingAway(engine.context))
+    steps = engine.record.n_steps - engine.context.first_step
+    hours = steps * engine.interval_s / 3600
+    lives = int(np.ceil(hours / engine.settings.provisioning.ttl_hours))
+    assert result["reservations_requested"] == USERS * lives
+    assert result["reservations_expired"] == USERS * (lives - 1)
+    assert result["reservations_released_at_end"] == USERS
+    assert result["orphaned_resources"] == 0
+
+
+def test_a_warm_budget_of_nothing_refuses_every_hold_and_every_move(engine: Engine) -> None:
+    settings = engine.settings
+    broke = settings.model_copy(
+        update={"provisioning": settings.provisioning.model_copy(update={"budget_usd_per_hour": 0})}
+    )
+    result = Engine(engine.context, engine.record, broke).run(
+        Scripted(engine.context, move=True, warm=True, grow=False)
+    )
+    assert result["migrations"] == 0
+    assert result["idle_warm_resource_hours"] == 0
+    assert result["reservations_requested"] == 0
+    assert result["reservations_refused_over_budget"] > 0
 
 
 def test_growing_in_place_takes_the_scale_up_delay(engine: Engine) -> None:
