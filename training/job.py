@@ -187,9 +187,30 @@ def train(
         "fit_seconds": forecaster.fit_seconds,
         "config": forecaster.config.model_dump(mode="json"),
         "epoch_history": forecaster.epoch_history,
+        "calibration": calibration(forecaster),
     }
     (folder / TRAINING_FILE).write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def calibration(forecaster: LstmForecaster) -> dict[str, float]:
+    """What the calibration after training fitted, for the MLflow run: the spread multiplier
+    of each quantile but the median (``calibration_spread_q<level>``) and, with a region head,
+    the region logits' temperature and bias on staying."""
+    levels = sorted(forecaster.config.quantiles)
+    median = levels.index(0.5)
+    factors = forecaster.spread_factors or []
+    out = {
+        f"calibration_spread_q{level:g}": float(factors[k if k < median else k - 1])
+        for k, level in enumerate(levels)
+        if k != median and factors
+    }
+    module = forecaster.module
+    if module is not None and module.region_head is not None:
+        temperature, stay_bias = module.region_calibration
+        out["calibration_region_temperature"] = temperature
+        out["calibration_region_stay_bias"] = stay_bias
+    return out
 
 
 def _origin(panel: Panel, horizon: int) -> int:
@@ -352,6 +373,7 @@ def git_commit() -> str:
 def _flat_metrics(trained: dict, evaluation: dict) -> dict[str, float]:
     """Training figures and the holdout scores as MLflow metric names (finite values only)."""
     out = {"fit_seconds": trained["fit_seconds"], "epochs_trained": trained["epochs_trained"]}
+    out.update(trained.get("calibration", {}))
     for model in ("challenger", "seasonal_naive", "champion"):
         scores = evaluation.get(model) or {}
         prefix = "holdout" if model == "challenger" else f"holdout_{model}"

@@ -57,6 +57,10 @@ def test_first_model_becomes_champion_and_a_worse_one_stays_challenger(panel) ->
     assert run.data.tags["data_hash"] == job.data_hash(panel)
     assert run.data.tags["data_window_start"] == panel.times[0].isoformat()
     assert run.data.tags["git_commit"] == job.git_commit() != ""
+    spreads = {f"calibration_spread_q{q:g}" for q in settings.lstm.quantiles if q != 0.5}
+    assert spreads <= set(run.data.metrics)
+    assert all(run.data.metrics[name] > 0 for name in spreads)
+    assert "calibration_region_temperature" not in run.data.metrics  # no regions in this panel
     epochs = int(run.data.metrics["epochs_trained"])
     assert epochs >= 1
     for metric in ("train_loss", "val_loss", "val_pinball"):

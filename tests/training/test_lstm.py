@@ -9,6 +9,7 @@ import torch
 
 from core.regions import load_regions
 from training.forecast import Forecast, Forecaster
+from training.job import calibration
 from training.lstm import LstmForecaster
 from training.panel import Panel
 
@@ -202,6 +203,9 @@ def test_region_head_learns_weekly_travel_better_than_staying_put(tmp_path):
     # The region calibration fitted in ``fit`` travels with the saved model.
     temperature, stay_bias = model.module.region_calibration
     assert temperature > 0 and (temperature, stay_bias) != (1.0, 0.0)
+    logged = calibration(model)  # what the MLflow run of a retraining records
+    assert logged["calibration_region_temperature"] == pytest.approx(temperature)
+    assert logged["calibration_region_stay_bias"] == pytest.approx(stay_bias)
     loaded = LstmForecaster.load(model.save(tmp_path / "model"))
     assert loaded.module.region_calibration == pytest.approx((temperature, stay_bias))
     history = panel.head(first_origin)
