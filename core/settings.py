@@ -840,6 +840,14 @@ class EvaluationSettings(BaseModel):
         "back to the best probed region when its plan offers nothing better (reactive: "
         "reactive_consecutive_intervals).",
     )
+    same_place_km: float = Field(
+        50.0,
+        gt=0,
+        description="Position fixes this close count as the same place: the predictive policy "
+        "corrects its probes of a region by how far the client's measurements of it from there "
+        "over the last reactive_window_hours were off them (an IP's database location can be "
+        "hundreds of km off).",
+    )
     preroll_intervals: int = Field(
         12,
         ge=0,
@@ -879,9 +887,7 @@ class Settings(BaseSettings):
         env_prefix="PREWARM_", env_nested_delimiter="__", extra="ignore"
     )
 
-    home: Path = Field(
-        Path("var"), description="Folder holding all state of the embedded default."
-    )
+    home: Path = Field(Path("var"), description="Folder holding all state of the embedded default.")
     regions_file: Path = Field(
         PACKAGED_REGIONS_FILE, description="Region catalogue (CSV); edit or replace it."
     )

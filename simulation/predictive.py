@@ -24,6 +24,12 @@ At every telemetry interval:
   client's probes of its serving region (measured) and of the pre-allocated region (expected
   from the last position fix), ``probes_per_interval`` per interval, the last two intervals'
   worth;
+- the client's own measurements: every probe the policy reads is corrected by how far that
+  client's measurements of the region, from the same place (fixes within ``same_place_km``)
+  over the last ``reactive_window_hours``, were off their probes (an IP's database location can
+  be hundreds of km off); a pre-allocation so corrected no better than the serving region is
+  not offered, since the router moves a user whose latency is over the threshold to the
+  pre-allocated region whatever it gives;
 - sizing: while the user is active, in an hour forecast active, or within
   ``preroll_intervals`` of one, the allocation is the user's session envelope (the peak of
   their last ``envelope_hours`` active hours, the interval just observed included, plus the
@@ -127,6 +133,7 @@ class PredictivePolicy:
             "router_switches": 0,
             "fallback_moves": 0,
             "capacity_moves": 0,
+            "targets_measured_worse": 0,
         }
 
     # ----- the loop ---------------------------------------------------------------------------
@@ -159,10 +166,13 @@ class PredictivePolicy:
         target = np.where(self.override != NO_REGION, self.override, self.plan_region[:, window])
         self._fallback_moves(observed, target, window)
         target = np.where(self.override != NO_REGION, self.override, target)
+        worse = self._measured_worse(observed, target)
+        self.stats["targets_measured_worse"] += int(worse.sum())
+        target = np.where(worse, self.region, target)
         self._route(step, observed, target, window)
         allocation = self._allocation(observed)
         self._leave_full_regions(observed, allocation)
-        warm_region, warm_allocation = self._warm(step, target, window)
+        warm_region, warm_allocation = self._warm(step, observed, target, window)
         return Decision(self.region.copy(), allocation, warm_region, warm_allocation)
 
     # ----- forecasting and placement ----------------------------------------------------------
@@ -321,16 +331,78 @@ class PredictivePolicy:
         slow = np.flatnonzero(np.all(recent > slo, axis=1))
         if slow.size == 0:
             return
-        probes = self._probes(observed, slow)
+        expected, _ = self._expected(observed, slow)
         rows = np.arange(len(slow))
-        good_target = probes[rows, target[slow]] < self.rule.latency_threshold_ms
+        good_target = expected[rows, target[slow]] < self.rule.latency_threshold_ms
         good_target &= target[slow] != self.region[slow]
         need = self.plan_alloc[slow, window, 0]
-        probes[observed.free_vcpu[None, :] < need[:, None]] = np.inf
-        best = np.argmin(probes, axis=1)
-        useful = ~good_target & np.isfinite(probes[rows, best]) & (best != self.region[slow])
+        expected[observed.free_vcpu[None, :] < need[:, None]] = np.inf
+        best = np.argmin(expected, axis=1)
+        useful = ~good_target & np.isfinite(expected[rows, best]) & (best != self.region[slow])
         self.override[slow[useful]] = best[useful]
         self.stats["fallback_moves"] += int(useful.sum())
+
+    def _probe_bias(self, observed: Observed, users: np.ndarray) -> np.ndarray:
+        """(users, regions) how far what each client measured to the regions serving it over
+        the last ``reactive_window_hours``, from where it is now (fixes within
+        ``same_place_km`` of its last one), was above what its probes predicted (the median
+        difference, less the jitter's); NaN where it has no such measurement.
+
+        A probe is predicted from the position fix, and an IP's database location can be
+        hundreds of km off, in the same direction for as long as the user stays there.
+        """
+        per_hour = self.context.steps_per_hour
+        window = min(len(self.served), self.evaluation.reactive_window_hours * per_hour)
+        out = np.full((len(users), len(self.codes)), np.nan)
+        if window == 0 or len(users) == 0:
+            return out
+        past = slice(observed.step - window, observed.step)
+        served = np.stack(self.served[-window:], axis=1)[users]  # region of each interval
+        lat, lon = observed.lat[users, past], observed.lon[users, past]
+        catalogue = self.context.catalogue
+        load = self.context.utilisation[past][np.arange(window)[None, :], served]
+        with np.errstate(invalid="ignore"):
+            probed = self.context.latency.expected_ms(
+                great_circle_km(lat, lon, catalogue.lat[served], catalogue.lon[served]), load
+            )
+            moved = great_circle_km(
+                lat,
+                lon,
+                _last_fix(observed.lat[users])[:, None],
+                _last_fix(observed.lon[users])[:, None],
+            )
+            # A probe predicts the mean round trip without jitter; a measurement has it, and
+            # the median of an exponential jitter is ln 2 times its mean.
+            jitter = np.log(2.0) * self.context.settings.latency.jitter_ms
+            off = observed.latency_ms[users, past] - probed - jitter
+            seen = (moved <= self.evaluation.same_place_km) & np.isfinite(off)
+        for region in np.unique(served[seen]):
+            values = np.where(seen & (served == region), off, np.nan)
+            known = np.isfinite(values).any(axis=1)
+            out[known, region] = np.nanmedian(values[known], axis=1)
+        return out
+
+    def _expected(self, observed: Observed, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(users, regions) latency expected now: each probe corrected by how far the client's
+        own measurements of that region from there were off the probes; and where it was."""
+        bias = self._probe_bias(observed, users)
+        measured = np.isfinite(bias)
+        return self._probes(observed, users) + np.where(measured, bias, 0.0), measured
+
+    def _measured_worse(self, observed: Observed, target: np.ndarray) -> np.ndarray:
+        """Which users' ``target`` region the client's own measurements from where it is
+        expect no better than the region serving it: such a pre-allocation is not offered, since
+        the router moves a user whose latency is over the threshold to it whatever it gives."""
+        worse = np.zeros(len(target), dtype=bool)
+        candidates = np.flatnonzero(target != self.region)
+        if candidates.size == 0:
+            return worse
+        expected, measured = self._expected(observed, candidates)
+        rows, there = np.arange(len(candidates)), target[candidates]
+        worse[candidates] = measured[rows, there] & (
+            expected[rows, there] >= expected[rows, self.region[candidates]]
+        )
+        return worse
 
     def _route(self, step: int, observed: Observed, target: np.ndarray, window: int) -> None:
         """Ask the router's rule, user by user, whether to switch to the pre-allocated region."""
@@ -338,7 +410,7 @@ class PredictivePolicy:
         if candidates.size == 0:
             return
         now = self._time(step)
-        probes = self._probes(observed, candidates)
+        probes, _ = self._expected(observed, candidates)
         measured = observed.latency_ms[candidates, -PROBE_INTERVALS:]
         per = self.evaluation.probes_per_interval
         alpha = self.rule.ewma_alpha
@@ -430,8 +502,11 @@ class PredictivePolicy:
             self.last_switch[user] = self._time(observed.step)
             self.stats["capacity_moves"] += 1
 
-    def _warm(self, step: int, target: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-        """Hold warm in the pre-allocated region, and a boot ahead in the next window's."""
+    def _warm(
+        self, step: int, observed: Observed, target: np.ndarray, window: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Hold warm in the pre-allocated region, and a boot ahead in the next window's (unless
+        measured worse from where the user is)."""
         per_hour = self.context.steps_per_hour
         warm = np.where(target != self.region, target, NO_REGION)
         amount = self.plan_alloc[:, window].copy()
@@ -439,6 +514,7 @@ class PredictivePolicy:
         following = window + 1
         if into and following < self.plan_region.shape[1]:
             upcoming = self.plan_region[:, following]
+            upcoming = np.where(self._measured_worse(observed, upcoming), self.region, upcoming)
             ahead = (warm == NO_REGION) & (upcoming != self.region)
             warm = np.where(ahead, upcoming, warm)
             amount = np.where(ahead[:, None], self.plan_alloc[:, following], amount)
@@ -492,6 +568,15 @@ class PredictivePolicy:
     def _time(self, step: int) -> datetime:
         seconds = step * self.context.interval_seconds
         return (self.context.start + pd.Timedelta(seconds=seconds)).to_pydatetime()
+
+
+def _last_fix(values: np.ndarray) -> np.ndarray:
+    """(users,) each row's last finite value (a position fix); NaN for a row without one."""
+    fixed = np.isfinite(values)
+    last = values.shape[1] - 1 - np.argmax(fixed[:, ::-1], axis=1)
+    out = values[np.arange(len(values)), last]
+    out[~fixed.any(axis=1)] = np.nan
+    return out
 
 
 def summary(policy: PredictivePolicy) -> dict[str, float]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.latency import LatencyModel
+from core.latency import LatencyModel, great_circle_km
 from core.settings import Settings
 from simulation.eval_engine import Engine
 from simulation.eval_policy import NO_REGION, Decision, Observed
@@ -185,3 +185,57 @@ def test_users_a_full_region_cannot_grow_are_moved_where_they_fit(
     assert policy.stats["capacity_moves"] > 0
     assert moving["capacity_refused_growth"] < staying["capacity_refused_growth"] / 10
     assert moving["demand_violation_minutes"] < staying["demand_violation_minutes"] / 2
+
+
+def _measured_world(engine: Engine, served: list[int], offset: dict[int, float]) -> Observed:
+    """Observations of a day: every user at Mosul, served from ``served`` (one region per
+    interval), each measurement its region's probe from there, plus the median jitter, plus
+    ``offset[region]`` ms."""
+    context = engine.context
+    step = context.first_step + len(served)
+    users = len(context.user_ids)
+    lat, lon = np.full((users, step), 36.34), np.full((users, step), 43.13)
+    regions = np.array(served)
+    distance = great_circle_km(36.34, 43.13, context.catalogue.lat, context.catalogue.lon)
+    latency = np.full((users, step), np.nan)
+    jitter = np.log(2.0) * context.settings.latency.jitter_ms
+    for k, region in enumerate(regions):
+        at = context.first_step + k
+        probe = context.latency.expected_ms(distance, context.utilisation[at])[region]
+        latency[:, at] = probe + jitter + offset[int(region)]
+    none = np.zeros((users, step, 2))
+    return Observed(
+        step=step, lat=lat, lon=lon, demand=none, other_demand=none, latency_ms=latency,
+        session_active=np.isfinite(latency), region=np.full(users, regions[-1]),
+        allocation=np.zeros((users, 2)), pending_region=np.full(users, NO_REGION),
+        free_vcpu=np.full(len(context.catalogue), 1e6),
+    )  # fmt: skip
+
+
+def test_a_pre_allocation_measured_worse_from_where_the_user_is_is_not_offered(
+    travellers: Settings,
+) -> None:
+    engine, record = _engine(travellers, users=8, days=1, seed=6)
+    users = len(engine.context.user_ids)
+    catalogue = engine.context.catalogue
+    frankfurt, mumbai = catalogue.index("aws-eu-central-1"), catalogue.index("aws-ap-south-1")
+    half = engine.context.steps_per_hour * 12
+    served = [frankfurt] * half + [mumbai] * half
+    # From Mosul, Frankfurt probes about 5 ms better than Mumbai; but the client measured
+    # Frankfurt 10 ms above its probes and Mumbai 10 ms below, so Frankfurt is the worse.
+    observed = _measured_world(engine, served, {frankfurt: 10.0, mumbai: -10.0})
+    # The second user's Frankfurt measurements were made 1,000 km away: they say nothing here.
+    observed.lat[1, observed.step - 2 * half : observed.step - half] += 9.0
+    policy = PredictivePolicy(engine.context, record.n_steps)
+    policy.served = [np.full(users, region) for region in served]
+    policy.region = observed.region.copy()
+    probes = policy._probes(observed, np.array([0, 1]))
+    assert probes[0, frankfurt] < probes[0, mumbai]
+
+    worse = policy._measured_worse(observed, np.full(users, frankfurt))
+    assert worse[0]  # measured worse from here: not offered
+    assert not worse[1]  # only probes to go by: offered as planned
+    expected, measured = policy._expected(observed, np.array([0, 1]))
+    assert measured[0, frankfurt] and measured[0, mumbai] and not measured[1, frankfurt]
+    assert expected[0, frankfurt] - probes[0, frankfurt] == pytest.approx(10.0)
+    assert expected[0, mumbai] - probes[0, mumbai] == pytest.approx(-10.0)
