@@ -121,9 +121,9 @@ class Engine:
         record, first = self.record, self.context.first_step
         start = self.context.start + pd.Timedelta(seconds=first * self.interval_s)
         provisioning = Provisioning(
-            self.settings, self.catalogue, self.context.user_ids, start.to_pydatetime(), directory
-        )
-        provisioning.copy_s = self.copy_s
+            self.settings, self.catalogue, self.context.user_ids, start.to_pydatetime(),
+            directory, self.copy_s,
+        )  # fmt: skip
         n_users = record.n_users
         latency_ms = np.full((n_users, record.n_steps), np.nan)
         served = np.broadcast_to(self.context.home_region[:, None], latency_ms.shape).copy()

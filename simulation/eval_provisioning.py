@@ -69,13 +69,15 @@ class Provisioning:
         user_ids: tuple[str, ...],
         start: datetime,
         directory: Path,
+        copy_seconds: float,
     ) -> None:
+        """``start`` is the moment of evaluation time 0; ``copy_seconds`` how long a move
+        copies the session state between its target being ready and its activation."""
         config = settings.provisioning
         self.start = start
         self.clock = ManualClock(start)
         self.ttl = timedelta(hours=config.ttl_hours)
-        self.warm_fraction = config.warm_fraction
-        self.copy_s = 0.0  # set by the engine: the session copy between ready and activation
+        self.copy_s = copy_seconds
         ledger = Ledger.from_url(sqlite_url(directory / LEDGER_FILE), config.lock_timeout_seconds)
         provider = LocalProvider(
             make_engine(sqlite_url(directory / CLOUD_FILE), config.lock_timeout_seconds),

@@ -336,7 +336,9 @@ class PredictivePolicy:
         good_target = expected[rows, target[slow]] < self.rule.latency_threshold_ms
         good_target &= target[slow] != self.region[slow]
         need = self.plan_alloc[slow, window, 0]
-        expected[observed.free_vcpu[None, :] < need[:, None]] = np.inf
+        full = observed.free_vcpu[None, :] < need[:, None]
+        full[rows, self.region[slow]] = False  # staying needs no room: the user holds it there
+        expected[full] = np.inf
         best = np.argmin(expected, axis=1)
         useful = ~good_target & np.isfinite(expected[rows, best]) & (best != self.region[slow])
         self.override[slow[useful]] = best[useful]

@@ -15,7 +15,8 @@ from simulation.eval_engine import Engine
 from simulation.eval_policy import NO_REGION, Decision, Observed, Policy
 from simulation.eval_record import record_world
 from simulation.evaluate import _context
-from simulation.policies import OraclePolicy, StaticPolicy
+from simulation.policies import OraclePolicy, ReactivePolicy, StaticPolicy
+from simulation.predictive import PredictivePolicy
 from simulation.world import World, WorldConfig
 from tests.simulation.conftest import capped_regions
 
@@ -158,3 +159,36 @@ def test_the_oracle_plans_within_capacity_and_is_never_refused(home_capped: Engi
     capped = int(np.argmax(np.bincount(home_capped.context.home_region)))
     evaluated = oracle.wanted[:, home_capped.context.first_step :]
     assert (evaluated != capped).any(axis=1).sum() > 0  # some users planned away from home
+
+
+def _slow_at_home(engine: Engine, full: int) -> Observed:
+    """Every user, fixed at region ``full``'s metro, measured over the SLO for the last two
+    intervals while served there; ``full`` has no vCPU free beyond what they hold."""
+    context = engine.context
+    users, step = len(context.user_ids), context.first_step + 2
+    region = context.catalogue[str(context.catalogue.codes[full])]
+    latency = np.full((users, step), np.nan)
+    latency[:, -2:] = context.settings.latency_slo_ms + 20.0
+    free = np.full(len(context.catalogue), 1e6)
+    free[full] = 0.0
+    return Observed(
+        step=step, lat=np.full((users, step), region.lat), lon=np.full((users, step), region.lon),
+        demand=np.ones((users, step, 2)), other_demand=np.zeros((users, step, 2)),
+        latency_ms=latency, session_active=np.isfinite(latency), region=np.full(users, full),
+        allocation=np.ones((users, 2)), pending_region=np.full(users, NO_REGION), free_vcpu=free,
+    )  # fmt: skip
+
+
+def test_a_slow_user_is_not_sent_from_the_best_region_for_want_of_room_it_holds(
+    away_capped: Engine, codes: tuple[str, str]
+) -> None:
+    full = _region(away_capped, codes[0])
+    observed = _slow_at_home(away_capped, full)
+    reactive = ReactivePolicy(away_capped.context)
+    assert (reactive.decide(observed.step, observed).region == full).all()
+    predictive = PredictivePolicy(away_capped.context, away_capped.record.n_steps)
+    predictive.region = observed.region.copy()
+    predictive.plan_alloc[:] = 1.0
+    target = np.full(len(observed.region), full)
+    predictive._fallback_moves(observed, target, window=0)
+    assert (predictive.override == NO_REGION).all()
