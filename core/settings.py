@@ -848,6 +848,13 @@ class EvaluationSettings(BaseModel):
         "over the last reactive_window_hours were off them (an IP's database location can be "
         "hundreds of km off).",
     )
+    measured_min_intervals: int = Field(
+        12,
+        ge=1,
+        description="Intervals a client must have measured a region from the same place before "
+        "the predictive policy corrects that region's probes by them (a few measurements are "
+        "mostly jitter).",
+    )
     preroll_intervals: int = Field(
         12,
         ge=0,

@@ -110,7 +110,6 @@ class ReactivePolicy:
                 continue
             probes = self._probes(position, observed.step)
             room = observed.free_vcpu >= allocation[user, 0]
-            room[observed.region[user]] = True  # staying needs no room: the user holds it there
             probes[~room] = np.inf
             best = int(np.argmin(probes))
             if np.isfinite(probes[best]) and best != observed.region[user]:

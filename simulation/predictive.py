@@ -348,7 +348,8 @@ class PredictivePolicy:
         """(users, regions) how far what each client measured to the regions serving it over
         the last ``reactive_window_hours``, from where it is now (fixes within
         ``same_place_km`` of its last one), was above what its probes predicted (the median
-        difference, less the jitter's); NaN where it has no such measurement.
+        difference, less the jitter's); NaN where it has fewer than ``measured_min_intervals``
+        such measurements.
 
         A probe is predicted from the position fix, and an IP's database location can be
         hundreds of km off, in the same direction for as long as the user stays there.
@@ -378,9 +379,10 @@ class PredictivePolicy:
             jitter = np.log(2.0) * self.context.settings.latency.jitter_ms
             off = observed.latency_ms[users, past] - probed - jitter
             seen = (moved <= self.evaluation.same_place_km) & np.isfinite(off)
+        enough = self.evaluation.measured_min_intervals
         for region in np.unique(served[seen]):
             values = np.where(seen & (served == region), off, np.nan)
-            known = np.isfinite(values).any(axis=1)
+            known = np.isfinite(values).sum(axis=1) >= enough  # a few samples are mostly jitter
             out[known, region] = np.nanmedian(values[known], axis=1)
         return out
 

@@ -182,10 +182,12 @@ def _slow_at_home(engine: Engine, full: int) -> Observed:
 def test_a_slow_user_is_not_sent_from_the_best_region_for_want_of_room_it_holds(
     away_capped: Engine, codes: tuple[str, str]
 ) -> None:
+    """The predictive fallback. (The reactive policy provisions cold where a whole allocation
+    fits, as the issue has it: in a full region that sends a slow user elsewhere.)"""
     full = _region(away_capped, codes[0])
     observed = _slow_at_home(away_capped, full)
     reactive = ReactivePolicy(away_capped.context)
-    assert (reactive.decide(observed.step, observed).region == full).all()
+    assert (reactive.decide(observed.step, observed).region != full).all()
     predictive = PredictivePolicy(away_capped.context, away_capped.record.n_steps)
     predictive.region = observed.region.copy()
     predictive.plan_alloc[:] = 1.0

@@ -226,6 +226,8 @@ def test_a_pre_allocation_measured_worse_from_where_the_user_is_is_not_offered(
     observed = _measured_world(engine, served, {frankfurt: 10.0, mumbai: -10.0})
     # The second user's Frankfurt measurements were made 1,000 km away: they say nothing here.
     observed.lat[1, observed.step - 2 * half : observed.step - half] += 9.0
+    # The third user's were too, but for the last three: too few to correct anything by.
+    observed.lat[2, observed.step - 2 * half : observed.step - half - 3] += 9.0
     policy = PredictivePolicy(engine.context, record.n_steps)
     policy.served = [np.full(users, region) for region in served]
     policy.region = observed.region.copy()
@@ -234,8 +236,9 @@ def test_a_pre_allocation_measured_worse_from_where_the_user_is_is_not_offered(
 
     worse = policy._measured_worse(observed, np.full(users, frankfurt))
     assert worse[0]  # measured worse from here: not offered
-    assert not worse[1]  # only probes to go by: offered as planned
-    expected, measured = policy._expected(observed, np.array([0, 1]))
-    assert measured[0, frankfurt] and measured[0, mumbai] and not measured[1, frankfurt]
+    assert not worse[1] and not worse[2]  # only probes to go by: offered as planned
+    expected, measured = policy._expected(observed, np.array([0, 1, 2]))
+    assert measured[0, frankfurt] and measured[0, mumbai]
+    assert not measured[1, frankfurt] and not measured[2, frankfurt]
     assert expected[0, frankfurt] - probes[0, frankfurt] == pytest.approx(10.0)
     assert expected[0, mumbai] - probes[0, mumbai] == pytest.approx(-10.0)
