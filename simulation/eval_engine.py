@@ -97,7 +97,6 @@ class Engine:
         self.tick_s = settings.evaluation.accounting_seconds
         self.ticks = max(1, round(self.interval_s / self.tick_s))
         self.copy_s = copy_seconds(settings.evaluation.session_bytes, settings.router)
-        self.boot_s = settings.provisioning.cold_boot_seconds
         self.scale_s = settings.provisioning.scale_up_seconds
         self.warm_fraction = settings.provisioning.warm_fraction
 

@@ -309,16 +309,12 @@ class PredictivePolicy:
 
     def _probes(self, observed: Observed, users: np.ndarray) -> np.ndarray:
         """(users, regions) latency expected from each user's last position fix (their probes)."""
-        lat, lon = observed.lat[users], observed.lon[users]
-        fixed = np.isfinite(lat)
-        last = lat.shape[1] - 1 - np.argmax(fixed[:, ::-1], axis=1)
-        rows = np.arange(len(users))
-        plat, plon = lat[rows, last], lon[rows, last]
+        plat, plon = _last_fix(observed.lat[users]), _last_fix(observed.lon[users])
         catalogue = self.context.catalogue
         distance = great_circle_km(plat[:, None], plon[:, None], catalogue.lat, catalogue.lon)
         load = self.context.utilisation[min(observed.step, len(self.context.utilisation) - 1)]
         out = self.context.latency.expected_ms(distance, load[None, :])
-        out[~fixed.any(axis=1)] = np.inf
+        out[np.isnan(plat)] = np.inf
         return out
 
     def _fallback_moves(self, observed: Observed, target: np.ndarray, window: int) -> None:
