@@ -186,8 +186,8 @@ class Provisioning:
         given back first.
         """
         done = np.full(len(users), np.inf)
+        self.give_back_pending(users, t0)
         for row, user in enumerate(users):
-            self.give_back_pending(np.array([user]), t0)
             if from_warm[row]:
                 rid = self.warm[user]
                 self.warm[user], self.warm_expires[user] = None, np.inf
